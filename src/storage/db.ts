@@ -1,0 +1,57 @@
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
+import pg from 'pg';
+import { Kysely, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
+import type { Database } from './schema.js';
+import { runMigrations } from './migrations/index.js';
+
+export type Dialect = 'sqlite' | 'postgres';
+export type Db = Kysely<Database>;
+export type Tx = Transaction<Database> | Kysely<Database>;
+
+// BIGINT columns hold stream positions and timestamps, all far below 2^53:
+// read them as numbers rather than pg's default strings.
+pg.types.setTypeParser(20, (v) => Number(v));
+
+export interface Storage {
+  db: Db;
+  dialect: Dialect;
+  close(): Promise<void>;
+}
+
+export async function openStorage(database: string, opts: { poolSize?: number } = {}): Promise<Storage> {
+  let db: Db;
+  let dialect: Dialect;
+  if (/^postgres(ql)?:\/\//.test(database)) {
+    dialect = 'postgres';
+    const pool = new pg.Pool({ connectionString: database, max: opts.poolSize ?? 10 });
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  } else {
+    dialect = 'sqlite';
+    if (database !== ':memory:') mkdirSync(path.dirname(path.resolve(database)), { recursive: true });
+    const sqlite = new SqliteDatabase(database);
+    // WAL + synchronous=FULL: a commit is on disk before we answer 200, so
+    // acknowledged writes survive kill -9 and power loss alike.
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('synchronous = FULL');
+    sqlite.pragma('foreign_keys = ON');
+    sqlite.pragma('busy_timeout = 5000');
+    // Keep the page cache small: idle memory matters more than cold reads.
+    sqlite.pragma('cache_size = -8000');
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  }
+  await runMigrations(db, dialect);
+  return { db, dialect, close: () => db.destroy() };
+}
+
+/** Allocate the next position in the global stream (inside the caller's transaction). */
+export async function nextStreamPos(tx: Tx): Promise<number> {
+  const row = await sql<{ value: number }>`UPDATE counters SET value = value + 1 WHERE name = 'stream' RETURNING value`.execute(tx);
+  return Number(row.rows[0].value);
+}
+
+export async function currentStreamPos(db: Tx): Promise<number> {
+  const row = await db.selectFrom('counters').select('value').where('name', '=', 'stream').executeTakeFirstOrThrow();
+  return Number(row.value);
+}

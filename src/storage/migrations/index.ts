@@ -1,0 +1,32 @@
+import { sql, type Kysely } from 'kysely';
+import type { Dialect } from '../db.js';
+
+/**
+ * Versioned migrations, applied in order at start-up inside one
+ * transaction each. Never edit a released migration: add a new one.
+ */
+export interface Migration {
+  version: number;
+  name: string;
+  up(db: Kysely<any>, dialect: Dialect): Promise<void>; // eslint-disable-line @typescript-eslint/no-explicit-any -- migrations run before the typed schema exists
+}
+
+import { initial } from './001-initial.js';
+
+export const MIGRATIONS: Migration[] = [initial];
+
+export async function runMigrations(db: Kysely<any>, dialect: Dialect): Promise<number> { // eslint-disable-line @typescript-eslint/no-explicit-any -- see Migration
+  await sql`CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)`.execute(db);
+  const rows = await sql<{ version: number }>`SELECT version FROM schema_version`.execute(db);
+  const applied = new Set(rows.rows.map((r) => Number(r.version)));
+  let count = 0;
+  for (const m of MIGRATIONS) {
+    if (applied.has(m.version)) continue;
+    await db.transaction().execute(async (trx) => {
+      await m.up(trx, dialect);
+      await sql`INSERT INTO schema_version (version, name, applied_ts) VALUES (${m.version}, ${m.name}, ${Date.now()})`.execute(trx);
+    });
+    count++;
+  }
+  return count;
+}

@@ -100,14 +100,6 @@ const stateQuery = z.object({ format: z.enum(['content', 'event']).optional() })
 // ---------------------------------------------------------------------------
 // Helpers
 
-/** The event a client already sent with this transaction id (idempotent retries). */
-async function priorTxnEvent(ctx: Context, who: Requester, txnId: string): Promise<StoredEvent | undefined> {
-  const row = await ctx.storage.db.selectFrom('events').select(EVENT_COLUMNS)
-    .where('sender', '=', who.userId).where('txn_device_id', '=', who.deviceId).where('txn_id', '=', txnId)
-    .executeTakeFirst();
-  return row ? rowToStoredEvent(row) : undefined;
-}
-
 /** Room id of `/join/{roomIdOrAlias}`-style parameters; aliases are resolved locally. */
 async function resolveRoomIdOrAlias(ctx: Context, idOrAlias: string): Promise<string> {
   if (idOrAlias.startsWith('!')) {
@@ -320,7 +312,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     const { eventType, txnId } = params(req);
     checkTypeAndKey(eventType);
     const content = parseBody(jsonObject, req.body);
-    const prior = await priorTxnEvent(ctx, who, txnId);
+    const prior = await ctx.rooms.findTxnEvent(roomId, who.userId, who.deviceId, txnId);
     if (prior) return { event_id: prior.pdu.event_id };
     ctx.limits.message.take(who.userId);
     let redacts: string | undefined;
@@ -357,7 +349,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     const { eventId, txnId } = params(req);
     if (!eventId.startsWith('$')) throw invalidParam(`Invalid event id: ${eventId}`);
     const body = parseBody(reasonSchema, req.body);
-    const prior = await priorTxnEvent(ctx, who, txnId);
+    const prior = await ctx.rooms.findTxnEvent(roomId, who.userId, who.deviceId, txnId);
     if (prior) return { event_id: prior.pdu.event_id };
     ctx.limits.message.take(who.userId);
     const content: Record<string, unknown> = {};

@@ -54,12 +54,12 @@ export class EventSender {
 
   async send(req: SendRequest): Promise<StoredEvent> {
     if (req.txn) {
-      const prior = await this.findTxn(req.sender, req.txn.deviceId, req.txn.txnId);
+      const prior = await this.findTxn(req.roomId, req.sender, req.txn.deviceId, req.txn.txnId);
       if (prior) return prior;
     }
     return this.roomLocks.run(req.roomId, async () => {
       if (req.txn) {
-        const prior = await this.findTxn(req.sender, req.txn.deviceId, req.txn.txnId);
+        const prior = await this.findTxn(req.roomId, req.sender, req.txn.deviceId, req.txn.txnId);
         if (prior) return prior;
       }
       const room = await this.ctx.storage.db.selectFrom('rooms')
@@ -88,8 +88,9 @@ export class EventSender {
     });
   }
 
-  private async findTxn(sender: string, deviceId: string, txnId: string): Promise<StoredEvent | undefined> {
-    const row = await this.ctx.storage.db.selectFrom('events').select(EVENT_COLUMNS)
+  /** Spec: a transaction id is scoped to the device and the endpoint, so the room is part of the key. */
+  async findTxn(roomId: string, sender: string, deviceId: string, txnId: string): Promise<StoredEvent | undefined> {
+    const row = await this.ctx.storage.db.selectFrom('events').select(EVENT_COLUMNS).where('room_id', '=', roomId)
       .where('sender', '=', sender).where('txn_device_id', '=', deviceId).where('txn_id', '=', txnId).executeTakeFirst();
     return row ? rowToStoredEvent(row) : undefined;
   }

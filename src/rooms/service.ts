@@ -41,6 +41,11 @@ export class RoomsService {
     return rows.map((r) => r.room_id);
   }
 
+  /** The event this device already sent to this room under `txnId` (idempotent retries). */
+  findTxnEvent(roomId: string, sender: string, deviceId: string, txnId: string): Promise<StoredEvent | undefined> {
+    return this.sender.findTxn(roomId, sender, deviceId, txnId);
+  }
+
   /** Build, authorize, sign and persist one event; returns its stored form. */
   send(req: SendRequest): Promise<StoredEvent> {
     return this.sender.send(req);

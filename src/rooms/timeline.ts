@@ -10,7 +10,7 @@ import { forbidden, invalidParam, notFound } from '../server/errors.js';
 import type { Context } from '../server/services.js';
 import { toClientEvent } from './client-event.js';
 import { EVENT_COLUMNS, rowToStoredEvent } from './event-store.js';
-import { makeRoomToken, parseRoomToken } from './pagination-token.js';
+import { makeRoomToken, parseRoomToken } from '../sync/tokens.js';
 import type { ClientEvent, Requesting, StoredEvent } from './types.js';
 import { HistoryVisibilityOracle, MAX_POS, loadVisibility } from './visibility.js';
 
@@ -189,11 +189,9 @@ export async function stateAtPosition(ctx: Context, roomId: string, pos: number)
   return ctx.rooms.state.groupEvents(Number(row.state_group));
 }
 
-/** Parse a pagination token parameter or throw 400 M_INVALID_PARAM. */
-export function tokenParam(name: string, value: string): number {
-  const pos = parseRoomToken(value);
-  if (pos === null) throw invalidParam(`Invalid ${name} token`);
-  return pos;
+/** Parse a pagination token parameter (`t<pos>` or a sync token) or throw 400 M_INVALID_PARAM. */
+export function tokenParam(_name: string, value: string): number {
+  return parseRoomToken(value);
 }
 
 // ---------------------------------------------------------------------------

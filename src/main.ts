@@ -1,0 +1,324 @@
+#!/usr/bin/env node
+/**
+ * The `ranvier` command line:
+ *
+ *   ranvier serve [--config FILE]
+ *   ranvier config generate
+ *   ranvier config check [--config FILE]
+ *   ranvier user create NAME [--password P] [--admin] [--config FILE]
+ *   ranvier user list [--config FILE]
+ *
+ * The configuration file may also be named by RANVIER_CONFIG; every option
+ * can be overridden with RANVIER_<OPTION>. User commands open the database
+ * directly, which is safe while the server runs (SQLite WAL + busy_timeout,
+ * or PostgreSQL).
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ConfigError, generateConfigToml, isPostgresUrl, loadConfig, type Config } from './config/config.js';
+import { createLogger, silentLogger } from './server/logging.js';
+import type { Context } from './server/services.js';
+// The server and its services are imported when a command needs them, so
+// `config generate` / `config check` stay fast and work on their own.
+
+const USAGE = `Usage: ranvier <command> [options]
+
+Commands:
+  serve                      run the homeserver
+  config generate            print a commented configuration file with every default
+  config check               load and validate the configuration, then exit
+  user create NAME           create an account (NAME is a localpart or a full @user:server id)
+      --password P           its password (default: prompt on a terminal, else generate and print one)
+      --admin                make it a server admin
+  user list                  list the accounts on this server
+
+Options:
+  -c, --config FILE          configuration file (TOML); default: $RANVIER_CONFIG, else none
+  -h, --help                 show this help
+  -v, --version              print the version
+
+Every option can also be set with an environment variable RANVIER_<OPTION>
+(for example RANVIER_SERVER_NAME=example.org), which wins over the file.
+`;
+
+/** A failure whose message is for the user; exits with `code`. */
+class CliError extends Error {
+  constructor(message: string, public readonly code = 1) {
+    super(message);
+  }
+}
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+interface Args {
+  positionals: string[];
+  config?: string;
+  password?: string;
+  admin: boolean;
+  help: boolean;
+  version: boolean;
+}
+
+function parse(argv: string[]): Args {
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        password: { type: 'string', short: 'p' },
+        admin: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+        version: { type: 'boolean', short: 'v', default: false },
+      },
+    });
+    return {
+      positionals,
+      config: values.config,
+      password: values.password,
+      admin: values.admin ?? false,
+      help: values.help ?? false,
+      version: values.version ?? false,
+    };
+  } catch (e) {
+    throw new CliError(`${(e as Error).message}\n\n${USAGE}`, 2);
+  }
+}
+
+function configFrom(args: Args): Config {
+  const file = args.config ?? (process.env.RANVIER_CONFIG || undefined);
+  return loadConfig({ file });
+}
+
+function expectArgs(args: Args, count: number, usage: string): void {
+  if (args.positionals.length !== count) throw new CliError(`usage: ranvier ${usage}`, 2);
+}
+
+async function serve(args: Args): Promise<void> {
+  expectArgs(args, 1, 'serve [--config FILE]');
+  const config = configFrom(args);
+  const log = createLogger(config);
+  const { startServer, installShutdownHandlers } = await import('./server/start.js');
+  let server;
+  try {
+    server = await startServer(config, { log });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'EADDRINUSE') throw new CliError(`cannot listen on ${config.address}:${config.port}: address already in use`);
+    if (e.code === 'EACCES') throw new CliError(`cannot listen on ${config.address}:${config.port}: permission denied`);
+    if (e.code === 'EADDRNOTAVAIL') throw new CliError(`cannot listen on ${config.address}:${config.port}: address not available on this machine`);
+    throw err;
+  }
+  installShutdownHandlers(server, log);
+  log.info(
+    {
+      url: server.url,
+      server_name: config.server_name,
+      database: isPostgresUrl(config.database) ? 'postgres' : config.database,
+      version: version(),
+    },
+    `Ranvier listening on ${server.url} as ${config.server_name}`,
+  );
+}
+
+function configCheck(args: Args): void {
+  expectArgs(args, 2, 'config check [--config FILE]');
+  const config = configFrom(args);
+  const db = isPostgresUrl(config.database) ? 'PostgreSQL (' + config.database.replace(/\/\/[^@/]*@/, '//***@') + ')' : `SQLite (${config.database})`;
+  process.stdout.write(
+    `configuration OK\n` +
+      `  server_name    ${config.server_name}\n` +
+      `  listen         ${config.address}:${config.port}\n` +
+      `  public_baseurl ${config.public_baseurl}\n` +
+      `  database       ${db}\n` +
+      `  signing key    ${config.signing_key_path}\n` +
+      `  registration   ${config.allow_registration ? 'open' : config.registration_token ? 'token required' : 'closed'}\n`,
+  );
+}
+
+/** Typed-ahead input left over after the previous hidden prompt's Enter. */
+let typedAhead = '';
+
+/** Read a line from the terminal without echoing it. */
+function readHidden(prompt: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const stdin = process.stdin;
+    process.stderr.write(prompt);
+    stdin.setRawMode(true);
+    stdin.setEncoding('utf8');
+    let chars: string[] = [];
+    let done = false;
+    const finish = () => {
+      done = true;
+      stdin.off('data', onData);
+      stdin.setRawMode(false);
+      stdin.pause();
+      process.stderr.write('\n');
+    };
+    const onData = (s: string) => {
+      const input = Array.from(s);
+      for (let i = 0; i < input.length; i++) {
+        const ch = input[i];
+        if (ch === '\r' || ch === '\n' || ch === '\u0004') {
+          typedAhead = input.slice(i + 1).join('').replace(/^\n/, '');
+          finish();
+          resolve(chars.join(''));
+          return;
+        }
+        if (ch === '\u0003') {
+          finish();
+          reject(new CliError('cancelled', 130));
+          return;
+        }
+        if (ch === '\u007f' || ch === '\b') chars = chars.slice(0, -1);
+        else if (ch >= ' ') chars.push(ch);
+      }
+    };
+    stdin.on('data', onData);
+    if (typedAhead) {
+      const ahead = typedAhead;
+      typedAhead = '';
+      onData(ahead);
+    }
+    if (!done) stdin.resume();
+  });
+}
+
+async function choosePassword(given: string | undefined): Promise<{ password: string; generated: boolean }> {
+  if (given !== undefined) {
+    if (given === '') throw new CliError('--password must not be empty');
+    return { password: given, generated: false };
+  }
+  if (process.stdin.isTTY) {
+    const password = await readHidden('Password: ');
+    if (!password) throw new CliError('password must not be empty');
+    const again = await readHidden('Confirm password: ');
+    if (again !== password) throw new CliError('passwords do not match');
+    return { password, generated: false };
+  }
+  return { password: randomBytes(18).toString('base64url'), generated: true };
+}
+
+function localpartOf(name: string, serverName: string): string {
+  if (!name.startsWith('@')) return name;
+  const colon = name.indexOf(':');
+  if (colon < 0) throw new CliError(`${name} is not a user id (expected @localpart:${serverName})`);
+  const server = name.slice(colon + 1);
+  if (server !== serverName) throw new CliError(`${name} belongs to ${server}, but this server is ${serverName}`);
+  return name.slice(1, colon);
+}
+
+/** Open the database and services without listening. */
+async function withContext<T>(config: Config, fn: (ctx: Context) => Promise<T>): Promise<T> {
+  const { createContext } = await import('./server/services.js');
+  const ctx = await createContext(config, silentLogger());
+  try {
+    return await fn(ctx);
+  } finally {
+    await ctx.close();
+  }
+}
+
+function errorText(err: unknown): string {
+  const e = err as { errcode?: unknown; message?: unknown } | undefined;
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  return e && typeof e === 'object' && e.errcode ? `${String(e.errcode)}: ${message}` : message;
+}
+
+async function userCreate(args: Args): Promise<void> {
+  expectArgs(args, 3, 'user create NAME [--password P] [--admin] [--config FILE]');
+  const config = configFrom(args);
+  const localpart = localpartOf(args.positionals[2], config.server_name);
+  const { password, generated } = await choosePassword(args.password);
+  const userId = await withContext(config, async (ctx) => {
+    try {
+      return await ctx.accounts.createUser(localpart, password, { admin: args.admin });
+    } catch (err) {
+      throw new CliError(`cannot create user ${localpart}: ${errorText(err)}`);
+    }
+  });
+  process.stdout.write(`created ${args.admin ? 'admin ' : ''}user ${userId}\n`);
+  if (generated) process.stdout.write(`password: ${password}\n`);
+}
+
+async function userList(args: Args): Promise<void> {
+  expectArgs(args, 2, 'user list [--config FILE]');
+  const config = configFrom(args);
+  const users = await withContext(config, (ctx) => ctx.accounts.listUsers());
+  const rows = users.map((u) => [
+    u.user_id,
+    [u.is_admin ? 'admin' : '', u.deactivated ? 'deactivated' : ''].filter(Boolean).join(', '),
+    u.displayname ?? '',
+  ]);
+  const header = ['USER ID', 'FLAGS', 'DISPLAY NAME'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd() + '\n';
+  process.stdout.write(line(header));
+  for (const r of rows) process.stdout.write(line(r));
+  process.stdout.write(`${rows.length} user${rows.length === 1 ? '' : 's'}\n`);
+}
+
+async function run(argv: string[]): Promise<number | 'running'> {
+  const args = parse(argv);
+  if (args.version) {
+    process.stdout.write(`ranvier ${version()}\n`);
+    return 0;
+  }
+  const [cmd, sub] = args.positionals;
+  if (args.help || !cmd || cmd === 'help') {
+    process.stdout.write(USAGE);
+    return args.help || cmd === 'help' ? 0 : 2;
+  }
+  switch (cmd) {
+    case 'serve':
+      await serve(args);
+      return 'running';
+    case 'config':
+      if (sub === 'generate') {
+        expectArgs(args, 2, 'config generate');
+        process.stdout.write(generateConfigToml());
+        return 0;
+      }
+      if (sub === 'check') {
+        configCheck(args);
+        return 0;
+      }
+      throw new CliError(`unknown config command ${sub ?? '(none)'}; expected generate or check`, 2);
+    case 'user':
+      if (sub === 'create') {
+        await userCreate(args);
+        return 0;
+      }
+      if (sub === 'list') {
+        await userList(args);
+        return 0;
+      }
+      throw new CliError(`unknown user command ${sub ?? '(none)'}; expected create or list`, 2);
+    default:
+      throw new CliError(`unknown command ${cmd}\n\n${USAGE}`, 2);
+  }
+}
+
+run(process.argv.slice(2)).then(
+  (code) => {
+    // One-shot commands exit explicitly so a lingering timer or pool cannot keep the process alive.
+    if (code !== 'running') process.exit(code);
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError || err instanceof CliError) {
+      process.stderr.write(`ranvier: ${err.message}\n`);
+      process.exit(err instanceof CliError ? err.code : 1);
+    }
+    process.stderr.write(`ranvier: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,14 @@
+import type { FastifyInstance } from 'fastify';
+import type { Context } from './services.js';
+import { registerDiscoveryRoutes } from './discovery-routes.js';
+import { registerAccountRoutes } from '../accounts/routes.js';
+import { registerRoomRoutes } from '../rooms/routes.js';
+import { registerSyncRoutes } from '../sync/routes.js';
+
+/** Every domain contributes its routes here. */
+export async function registerAllRoutes(app: FastifyInstance, ctx: Context): Promise<void> {
+  registerDiscoveryRoutes(app, ctx);
+  registerAccountRoutes(app, ctx);
+  registerRoomRoutes(app, ctx);
+  registerSyncRoutes(app, ctx);
+}

@@ -1,0 +1,39 @@
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.js';
+import { loadOrCreateSigningKey } from './signing-key-file.js';
+import { openStorage } from '../storage/db.js';
+import { createBaseContext, type BaseContext } from './context.js';
+import { TokenService } from '../accounts/tokens.js';
+import { AccountsService } from '../accounts/service.js';
+import { RoomsService } from '../rooms/service.js';
+import { SyncService } from '../sync/service.js';
+import { EphemeralService } from '../sync/ephemeral.js';
+
+/** The full context: base plumbing plus one service per domain. */
+export interface Context extends BaseContext {
+  tokens: TokenService;
+  accounts: AccountsService;
+  rooms: RoomsService;
+  sync: SyncService;
+  /** Typing, receipts, presence. */
+  ephemeral: EphemeralService;
+  close(): Promise<void>;
+}
+
+export async function createContext(config: Config, log: Logger): Promise<Context> {
+  const signingKey = loadOrCreateSigningKey(config.signing_key_path);
+  const storage = await openStorage(config.database, { poolSize: config.database_pool_size });
+  const base = createBaseContext(config, storage, log, signingKey);
+  const ctx = base as Context;
+  ctx.tokens = new TokenService(storage.db);
+  ctx.accounts = new AccountsService(ctx);
+  ctx.rooms = new RoomsService(ctx);
+  ctx.sync = new SyncService(ctx);
+  ctx.ephemeral = new EphemeralService(ctx);
+  ctx.close = async () => {
+    ctx.notifier.wakeAll();
+    ctx.ephemeral.stop();
+    await storage.close();
+  };
+  return ctx;
+}

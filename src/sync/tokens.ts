@@ -1,0 +1,66 @@
+import { invalidParam } from '../server/errors.js';
+
+/**
+ * Stream tokens.
+ *
+ * - Sync tokens (`next_batch`, `/events` `end`): `s<streamPos>_<typingSerial>`.
+ *   The global stream position covers every persisted syncable row; typing
+ *   is in memory and has its own serial, which restarts at 0 with the
+ *   process (a token from before a restart is detected by its serial being
+ *   ahead of the server's, and read as 0).
+ * - Room tokens (`prev_batch`, `/messages` `from`/`to`): `t<streamPos>`.
+ *   Paginating backwards from `t<n>` returns events with stream_pos <= n.
+ *   Wherever a room token is accepted, a sync token is accepted too (its
+ *   stream position is used).
+ */
+
+export interface SyncToken {
+  pos: number;
+  typing: number;
+}
+
+const MAX = Number.MAX_SAFE_INTEGER;
+
+function toInt(s: string): number | undefined {
+  if (!/^\d{1,16}$/.test(s)) return undefined;
+  const n = Number(s);
+  return n <= MAX ? n : undefined;
+}
+
+export function makeSyncToken(pos: number, typing: number): string {
+  return `s${pos}_${typing}`;
+}
+
+/**
+ * Parse a sync token; throws M_INVALID_PARAM when malformed. Extra `_n`
+ * fields (from a later token format) are ignored.
+ */
+export function parseSyncToken(token: string): SyncToken {
+  const m = /^s(\d+)(?:_(\d+))?((?:_\d+)*)$/.exec(token);
+  const pos = m ? toInt(m[1]) : undefined;
+  const typing = m ? (m[2] === undefined ? 0 : toInt(m[2])) : undefined;
+  if (pos === undefined || typing === undefined) throw invalidParam(`Invalid sync token: ${token.slice(0, 100)}`);
+  return { pos, typing };
+}
+
+export function makeRoomToken(pos: number): string {
+  return `t${Math.max(0, pos)}`;
+}
+
+/** Parse a room pagination token (`t<n>`, or a sync token) to its stream position; throws M_INVALID_PARAM. */
+export function parseRoomToken(token: string): number {
+  const t = /^t(\d+)$/.exec(token);
+  if (t) {
+    const n = toInt(t[1]);
+    if (n !== undefined) return n;
+    throw invalidParam(`Invalid pagination token: ${token.slice(0, 100)}`);
+  }
+  if (token.startsWith('s')) {
+    try {
+      return parseSyncToken(token).pos;
+    } catch {
+      // fall through to the generic error
+    }
+  }
+  throw invalidParam(`Invalid pagination token: ${token.slice(0, 100)}`);
+}

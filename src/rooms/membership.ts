@@ -5,6 +5,7 @@ import { MatrixError, notFound } from '../server/errors.js';
 import type { Context } from '../server/services.js';
 import { stateKeyOf } from './state-store.js';
 import type { StoredEvent } from './types.js';
+import type { TxnKey } from './send.js';
 
 export interface MembershipChange {
   roomId: string;
@@ -15,7 +16,7 @@ export interface MembershipChange {
   membership: 'join' | 'invite' | 'leave' | 'ban' | 'knock';
   reason?: string;
   isDirect?: boolean;
-  txn?: { deviceId: string; txnId: string };
+  txn?: TxnKey;
 }
 
 /**

@@ -312,7 +312,8 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     const { eventType, txnId } = params(req);
     checkTypeAndKey(eventType);
     const content = parseBody(jsonObject, req.body);
-    const prior = await ctx.rooms.findTxnEvent(roomId, who.userId, who.deviceId, txnId);
+    const txn = { deviceId: who.deviceId, txnId, scope: `send/${eventType}` };
+    const prior = await ctx.rooms.findTxnEvent(roomId, who.userId, txn);
     if (prior) return { event_id: prior.pdu.event_id };
     ctx.limits.message.take(who.userId);
     let redacts: string | undefined;
@@ -324,8 +325,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     }
     await checkDuplicateAnnotation(ctx, roomId, who.userId, eventType, content);
     const ev = await ctx.rooms.send({
-      roomId, sender: who.userId, type: eventType, content, redacts,
-      txn: { deviceId: who.deviceId, txnId },
+      roomId, sender: who.userId, type: eventType, content, redacts, txn,
     });
     return { event_id: ev.pdu.event_id };
   });
@@ -349,14 +349,14 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     const { eventId, txnId } = params(req);
     if (!eventId.startsWith('$')) throw invalidParam(`Invalid event id: ${eventId}`);
     const body = parseBody(reasonSchema, req.body);
-    const prior = await ctx.rooms.findTxnEvent(roomId, who.userId, who.deviceId, txnId);
+    const txn = { deviceId: who.deviceId, txnId, scope: `redact/${eventId}` };
+    const prior = await ctx.rooms.findTxnEvent(roomId, who.userId, txn);
     if (prior) return { event_id: prior.pdu.event_id };
     ctx.limits.message.take(who.userId);
     const content: Record<string, unknown> = {};
     if (body.reason !== undefined) content.reason = body.reason;
     const ev = await ctx.rooms.send({
-      roomId, sender: who.userId, type: 'm.room.redaction', content, redacts: eventId,
-      txn: { deviceId: who.deviceId, txnId },
+      roomId, sender: who.userId, type: 'm.room.redaction', content, redacts: eventId, txn,
     });
     return { event_id: ev.pdu.event_id };
   });

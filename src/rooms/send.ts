@@ -15,6 +15,17 @@ import { EVENT_COLUMNS, rowToStoredEvent, type EventStore } from './event-store.
 import { stateKeyOf, type StateStore } from './state-store.js';
 import type { StoredEvent } from './types.js';
 
+/**
+ * Spec: a retransmission is the same transaction id on the same HTTP path
+ * from the same device, so the key is (device, txnId, path). `scope` is the
+ * path inside the room, e.g. `send/m.room.message` or `redact/$event`.
+ */
+export interface TxnKey {
+  deviceId: string;
+  txnId: string;
+  scope: string;
+}
+
 export interface SendRequest {
   roomId: string;
   sender: string;
@@ -23,8 +34,8 @@ export interface SendRequest {
   stateKey?: string;
   /** For m.room.redaction. */
   redacts?: string;
-  /** Client transaction for idempotency (PUT /send/{type}/{txnId}). */
-  txn?: { deviceId: string; txnId: string };
+  /** Client transaction for idempotency; see TxnKey. */
+  txn?: TxnKey;
 }
 
 /** The spec's limit on a whole event (65536 bytes of canonical JSON). */
@@ -54,12 +65,12 @@ export class EventSender {
 
   async send(req: SendRequest): Promise<StoredEvent> {
     if (req.txn) {
-      const prior = await this.findTxn(req.roomId, req.sender, req.txn.deviceId, req.txn.txnId);
+      const prior = await this.findTxn(req.roomId, req.sender, req.txn);
       if (prior) return prior;
     }
     return this.roomLocks.run(req.roomId, async () => {
       if (req.txn) {
-        const prior = await this.findTxn(req.roomId, req.sender, req.txn.deviceId, req.txn.txnId);
+        const prior = await this.findTxn(req.roomId, req.sender, req.txn);
         if (prior) return prior;
       }
       const room = await this.ctx.storage.db.selectFrom('rooms')
@@ -88,10 +99,11 @@ export class EventSender {
     });
   }
 
-  /** Spec: a transaction id is scoped to the device and the endpoint, so the room is part of the key. */
-  async findTxn(roomId: string, sender: string, deviceId: string, txnId: string): Promise<StoredEvent | undefined> {
+  /** The event a retransmission of `txn` refers to (the room is part of the path, hence of the key). */
+  async findTxn(roomId: string, sender: string, txn: TxnKey): Promise<StoredEvent | undefined> {
     const row = await this.ctx.storage.db.selectFrom('events').select(EVENT_COLUMNS).where('room_id', '=', roomId)
-      .where('sender', '=', sender).where('txn_device_id', '=', deviceId).where('txn_id', '=', txnId).executeTakeFirst();
+      .where('sender', '=', sender).where('txn_device_id', '=', txn.deviceId).where('txn_id', '=', txn.txnId)
+      .where('txn_scope', '=', txn.scope).executeTakeFirst();
     return row ? rowToStoredEvent(row) : undefined;
   }
 
@@ -199,6 +211,8 @@ export class EventSender {
     const json = JSON.stringify(signed.room_id === undefined ? { ...stored, room_id: undefined } : stored);
 
     let newState: Map<string, string> | undefined;
+    // Push rules are evaluated before the write so the notification counts commit with the event.
+    const push = await this.ctx.push?.prepareEvent(stored, room.room_version, currentIds);
     const membershipTarget = signed.type === 'm.room.member' ? signed.state_key : undefined;
     const result = await this.ctx.write(async (tx, alloc) => {
       if (beforeInsert) await beforeInsert(tx);
@@ -207,7 +221,7 @@ export class EventSender {
         event_id: eventId, room_id: roomId, type: signed.type, state_key: isState ? signed.state_key! : null,
         sender: signed.sender, origin_server_ts: signed.origin_server_ts, depth: signed.depth, stream_pos: pos, json,
         state_group: null, redacted_by: null, rejected: 0,
-        txn_device_id: txn?.deviceId ?? null, txn_id: txn?.txnId ?? null,
+        txn_device_id: txn?.deviceId ?? null, txn_id: txn?.txnId ?? null, txn_scope: txn?.scope ?? null,
       }).returning('nid').executeTakeFirstOrThrow();
       const nid = Number(inserted.nid);
       let group = room.current_state_group == null ? null : Number(room.current_state_group);
@@ -233,6 +247,7 @@ export class EventSender {
           .onConflict((oc) => oc.column('event_id').doNothing()).execute();
       }
       if (redactTarget) await this.applyRedaction(tx, redactTarget, eventId);
+      if (push) await push.write(tx, pos);
       const ev: StoredEvent = { nid, pdu: stored, streamPos: pos, stateGroup: group, redactedBy: null, txnDeviceId: txn?.deviceId ?? null, txnId: txn?.txnId ?? null };
       return ev;
     }, () => (membershipTarget ? [roomId, membershipTarget] : [roomId]));

@@ -2,7 +2,7 @@ import type { Context } from '../server/services.js';
 import { EventStore } from './event-store.js';
 import { StateStore } from './state-store.js';
 import type { StoredEvent } from './types.js';
-import { EventSender, type SendRequest } from './send.js';
+import { EventSender, type SendRequest, type TxnKey } from './send.js';
 import { createRoom, type CreateRoomBody } from './create-room.js';
 import { changeMembership, type MembershipChange } from './membership.js';
 
@@ -42,8 +42,8 @@ export class RoomsService {
   }
 
   /** The event this device already sent to this room under `txnId` (idempotent retries). */
-  findTxnEvent(roomId: string, sender: string, deviceId: string, txnId: string): Promise<StoredEvent | undefined> {
-    return this.sender.findTxn(roomId, sender, deviceId, txnId);
+  findTxnEvent(roomId: string, sender: string, txn: TxnKey): Promise<StoredEvent | undefined> {
+    return this.sender.findTxn(roomId, sender, txn);
   }
 
   /** Build, authorize, sign and persist one event; returns its stored form. */

@@ -184,26 +184,42 @@ export class HistoryVisibilityOracle {
 
 /** Load the facts for one user and room (rejected events never count). */
 export async function loadVisibility(db: Db, roomId: string, userId: string): Promise<HistoryVisibilityOracle> {
-  const rows = await db.selectFrom('events')
-    .select(['stream_pos', 'type', 'event_id', 'json'])
-    .where('room_id', '=', roomId)
-    .where('rejected', '=', 0)
-    .where((eb) => eb.or([
-      eb.and([eb('type', '=', 'm.room.history_visibility'), eb('state_key', '=', '')]),
-      eb.and([eb('type', '=', 'm.room.member'), eb('state_key', '=', userId)]),
-    ]))
-    .orderBy('stream_pos')
-    .execute();
-  const facts: VisibilityFacts = { historyVisibility: [], membership: [] };
-  for (const r of rows) {
-    const content = (JSON.parse(r.json) as { content?: Record<string, unknown> }).content ?? {};
-    const pos = Number(r.stream_pos);
-    if (r.type === 'm.room.history_visibility') {
-      facts.historyVisibility.push({ pos, value: historyVisibilityOf(content) });
-    } else {
-      const m = content.membership;
-      facts.membership.push({ pos, membership: typeof m === 'string' ? m : 'leave', eventId: r.event_id });
+  const facts = await loadVisibilityFacts(db, userId, [roomId]);
+  return new HistoryVisibilityOracle(userId, facts.get(roomId)!);
+}
+
+/**
+ * History visibility facts for one user in many rooms (up to stream position
+ * `to`), in two queries per 500 rooms. Positions are bounded and sorted here
+ * rather than in SQL, which would steer SQLite to the (room_id, stream_pos)
+ * index and a scan of every event of the room.
+ */
+export async function loadVisibilityFacts(db: Db, userId: string, roomIds: string[], to = Number.MAX_SAFE_INTEGER): Promise<Map<string, VisibilityFacts>> {
+  const facts = new Map<string, VisibilityFacts>();
+  const unique = [...new Set(roomIds)];
+  for (const id of unique) facts.set(id, { historyVisibility: [], membership: [] });
+  for (let i = 0; i < unique.length; i += 500) {
+    const part = unique.slice(i, i + 500);
+    const hv = await db.selectFrom('events').select(['room_id', 'stream_pos', 'json'])
+      .where('room_id', 'in', part).where('type', '=', 'm.room.history_visibility').where('state_key', '=', '')
+      .where('rejected', '=', 0).execute();
+    for (const r of hv) {
+      if (Number(r.stream_pos) > to) continue;
+      const content = (JSON.parse(r.json) as { content?: unknown }).content;
+      facts.get(r.room_id)!.historyVisibility.push({ pos: Number(r.stream_pos), value: historyVisibilityOf(content) });
+    }
+    const mem = await db.selectFrom('events').select(['room_id', 'stream_pos', 'event_id', 'json'])
+      .where('room_id', 'in', part).where('type', '=', 'm.room.member').where('state_key', '=', userId)
+      .where('rejected', '=', 0).execute();
+    for (const r of mem) {
+      if (Number(r.stream_pos) > to) continue;
+      const m = (JSON.parse(r.json) as { content?: { membership?: unknown } }).content?.membership;
+      facts.get(r.room_id)!.membership.push({ pos: Number(r.stream_pos), membership: typeof m === 'string' ? m : 'leave', eventId: r.event_id });
     }
   }
-  return new HistoryVisibilityOracle(userId, facts);
+  for (const f of facts.values()) {
+    f.historyVisibility.sort((x, y) => x.pos - y.pos);
+    f.membership.sort((x, y) => x.pos - y.pos);
+  }
+  return facts;
 }

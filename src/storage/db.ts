@@ -1,7 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import pg from 'pg';
 import { Kysely, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
 import type { Database } from './schema.js';
 import { runMigrations } from './migrations/index.js';
@@ -10,9 +9,6 @@ export type Dialect = 'sqlite' | 'postgres';
 export type Db = Kysely<Database>;
 export type Tx = Transaction<Database> | Kysely<Database>;
 
-// BIGINT columns hold stream positions and timestamps, all far below 2^53:
-// read them as numbers rather than pg's default strings.
-pg.types.setTypeParser(20, (v) => Number(v));
 
 export interface Storage {
   db: Db;
@@ -25,7 +21,16 @@ export async function openStorage(database: string, opts: { poolSize?: number } 
   let dialect: Dialect;
   if (/^postgres(ql)?:\/\//.test(database)) {
     dialect = 'postgres';
+    // Loaded only when used: a SQLite server should not pay pg's memory.
+    const { default: pg } = await import('pg');
+    // BIGINT columns hold stream positions and timestamps, all far below 2^53:
+    // read them as numbers rather than pg's default strings.
+    pg.types.setTypeParser(20, (v: string) => Number(v));
     const pool = new pg.Pool({ connectionString: database, max: opts.poolSize ?? 10 });
+    // An idle client dropped by the server (restart, admin termination) emits
+    // 'error' on the pool; unhandled it would crash the process. The pool
+    // replaces the client and the next query reports any lasting problem.
+    pool.on('error', () => {});
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   } else {
     dialect = 'sqlite';

@@ -66,6 +66,8 @@ export interface Database {
     /** Device and transaction id of a locally sent event: idempotency and unsigned.transaction_id. */
     txn_device_id: string | null;
     txn_id: string | null;
+    /** The path the transaction was sent on (send/<type> or redact/<event id>). */
+    txn_scope: string | null;
   };
   event_relations: {
     event_id: string;
@@ -114,5 +116,31 @@ export interface Database {
     status_msg: string | null;
     last_active_ts: number;
     stream_pos: number;
+  };
+  /** One row per (user, event) that notified the user (push rules said notify). */
+  event_push_actions: {
+    user_id: string;
+    room_id: string;
+    event_id: string;
+    stream_pos: number;
+    notify: number;
+    highlight: number;
+    /** JSON array: the matching rule's actions. */
+    actions: string;
+    ts: number;
+  };
+  pushers: {
+    user_id: string;
+    app_id: string;
+    pushkey: string;
+    kind: string;
+    app_display_name: string;
+    device_display_name: string;
+    profile_tag: string | null;
+    lang: string;
+    /** JSON object (PusherData). */
+    data: string;
+    device_id: string | null;
+    created_ts: number;
   };
 }

@@ -8,6 +8,7 @@ import { currentStreamPos } from '../storage/db.js';
 import { openRoomForReading, readableState } from '../rooms/timeline.js';
 import { stateKeyOf } from '../rooms/state-store.js';
 import type { ClientEvent, Requesting, StoredEvent } from '../rooms/types.js';
+import type { HistoryVisibilityOracle } from '../rooms/visibility.js';
 import { compileFilter, EventMatcher } from './filters.js';
 import { makeRoomToken, makeSyncToken, parseSyncToken } from './tokens.js';
 import type { BasicEvent } from './service.js';
@@ -49,7 +50,7 @@ async function roomAccountDataList(ctx: Context, userId: string, roomId: string)
 
 /** Messages and state of one room as the legacy endpoints show them (state at the end, not the start). */
 async function roomSnapshot(
-  ctx: Context, requester: Requesting, roomId: string, oracle: Parameters<Context['sync']['timeline']>[1],
+  ctx: Context, requester: Requesting, roomId: string, oracle: HistoryVisibilityOracle,
   upper: number, limit: number, stateIds: Map<string, string> | undefined, to: number,
 ): Promise<{ messages: NonNullable<RoomInfo['messages']>; state: ClientEvent[] }> {
   const sync = ctx.sync;
@@ -59,8 +60,7 @@ async function roomSnapshot(
   const redactions = await sync.redactionsFor([...tl.events, ...stateEvents]);
   const fmt = (e: StoredEvent) => sync.format(e, { requester }, redactions, roomId);
   const messages: NonNullable<RoomInfo['messages']> = { chunk: tl.events.map(fmt), end: makeSyncToken(to, ctx.ephemeral.typing.serial) };
-  if (tl.events.length) messages.start = makeRoomToken(tl.events[0].streamPos - 1);
-  else messages.start = makeRoomToken(upper);
+  messages.start = makeRoomToken(tl.events.length ? tl.events[0].streamPos - 1 : upper);
   return { messages, state: stateEvents.map(fmt) };
 }
 
@@ -112,7 +112,6 @@ export async function legacyInitialSync(ctx: Context, requester: Requesting, opt
 /** GET /rooms/{roomId}/initialSync: members, departed members (as of leaving) and peekers of world-readable rooms. */
 export async function legacyRoomInitialSync(ctx: Context, requester: Requesting, roomId: string, opts: { limit?: number }): Promise<RoomInfo> {
   const { userId } = requester;
-  const sync = ctx.sync;
   const reader = await openRoomForReading(ctx, roomId, requester);
   const to = await currentStreamPos(ctx.storage.db);
   const limit = clampLimit(opts.limit);

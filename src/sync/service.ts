@@ -19,7 +19,7 @@ import { EVENT_COLUMNS, rowToStoredEvent } from '../rooms/event-store.js';
 import { splitStateKey, stateKeyOf } from '../rooms/state-store.js';
 import { toClientEvent, toStrippedState } from '../rooms/client-event.js';
 import type { ClientEvent, Requesting, StoredEvent } from '../rooms/types.js';
-import { HistoryVisibilityOracle, historyVisibilityOf, type VisibilityFacts } from '../rooms/visibility.js';
+import { HistoryVisibilityOracle, loadVisibilityFacts, type VisibilityFacts } from '../rooms/visibility.js';
 import { applyEventFields, applyLimit, compileFilter, parseFilter, parseInlineFilter, type CompiledFilter, type EventMatcher } from './filters.js';
 import { makeRoomToken, makeSyncToken, parseSyncToken, type SyncToken } from './tokens.js';
 import { presenceContent } from './presence.js';
@@ -117,11 +117,7 @@ const MAX_BATCH = 500;
 const ROOM_CONCURRENCY = 8;
 /** Above this many stream positions, look for changed rooms room by room instead of scanning the range. */
 const RANGE_SCAN_MAX = 5000;
-/** Unread counts stop at this. */
-const UNREAD_CAP = 1000;
 const HERO_COUNT = 5;
-/** Event types that count as unread notifications (until push rules land). */
-const NOTIFYING_TYPES = ['m.room.message', 'm.room.encrypted', 'm.sticker', 'm.call.invite', 'm.poll.start', 'org.matrix.msc3381.poll.start'];
 /** Stripped state shown with invites and knocks (spec: Stripped state). */
 const STRIPPED_TYPES = ['m.room.create', 'm.room.name', 'm.room.avatar', 'm.room.topic', 'm.room.join_rules', 'm.room.canonical_alias', 'm.room.encryption'];
 
@@ -428,7 +424,7 @@ export class SyncService {
         timeline: b.timeline,
         ephemeral: { events: ephemeral },
         account_data: { events: ad },
-        unread_notifications: { highlight_count: 0, notification_count: unread.get(p.roomId) ?? 0 },
+        unread_notifications: unread.get(p.roomId) ?? { highlight_count: 0, notification_count: 0 },
       };
       hasData = true;
     }
@@ -480,40 +476,11 @@ export class SyncService {
     return out;
   }
 
-  /**
-   * History visibility facts for the user in many rooms, in two queries per
-   * 500 rooms. Positions are bounded and sorted here rather than in SQL,
-   * which would steer SQLite to the (room_id, stream_pos) index and a scan
-   * of every event of the room.
-   */
+  /** History visibility of the user in many rooms, batched (see loadVisibilityFacts). */
   async loadAccess(userId: string, roomIds: string[], to: number): Promise<Map<string, RoomAccess>> {
-    const facts = new Map<string, VisibilityFacts>();
-    for (const id of roomIds) facts.set(id, { historyVisibility: [], membership: [] });
-    const db = this.ctx.storage.db;
-    for (const part of chunks([...new Set(roomIds)])) {
-      const hv = await db.selectFrom('events').select(['room_id', 'stream_pos', 'json'])
-        .where('room_id', 'in', part).where('type', '=', 'm.room.history_visibility').where('state_key', '=', '')
-        .where('rejected', '=', 0).execute();
-      for (const r of hv) {
-        if (Number(r.stream_pos) > to) continue;
-        const content = (JSON.parse(r.json) as { content?: unknown }).content;
-        facts.get(r.room_id)!.historyVisibility.push({ pos: Number(r.stream_pos), value: historyVisibilityOf(content) });
-      }
-      const mem = await db.selectFrom('events').select(['room_id', 'stream_pos', 'event_id', 'json'])
-        .where('room_id', 'in', part).where('type', '=', 'm.room.member').where('state_key', '=', userId)
-        .where('rejected', '=', 0).execute();
-      for (const r of mem) {
-        if (Number(r.stream_pos) > to) continue;
-        const m = (JSON.parse(r.json) as { content?: { membership?: unknown } }).content?.membership;
-        facts.get(r.room_id)!.membership.push({ pos: Number(r.stream_pos), membership: typeof m === 'string' ? m : 'leave', eventId: r.event_id });
-      }
-    }
+    const facts = await loadVisibilityFacts(this.ctx.storage.db, userId, roomIds, to);
     const out = new Map<string, RoomAccess>();
-    for (const [roomId, f] of facts) {
-      f.historyVisibility.sort((x, y) => x.pos - y.pos);
-      f.membership.sort((x, y) => x.pos - y.pos);
-      out.set(roomId, { oracle: new HistoryVisibilityOracle(userId, f), memberships: f.membership });
-    }
+    for (const [roomId, f] of facts) out.set(roomId, { oracle: new HistoryVisibilityOracle(userId, f), memberships: f.membership });
     return out;
   }
 
@@ -774,6 +741,10 @@ export class SyncService {
     if (since !== undefined) q = q.where('stream_pos', '>', since);
     const rows = await q.orderBy('stream_pos').execute();
     const evs = rows.map((r) => ({ type: r.type, content: JSON.parse(r.content) as Record<string, unknown> }));
+    // Users who never changed their push rules still get the defaults on an initial sync.
+    if (since === undefined && !evs.some((e) => e.type === 'm.push_rules')) {
+      evs.unshift({ type: 'm.push_rules', content: (await this.ctx.push.rulesContent(userId)) as unknown as Record<string, unknown> });
+    }
     return applyLimit(evs.filter((e) => m.matches(e)), m.limit);
   }
 
@@ -872,33 +843,22 @@ export class SyncService {
   }
 
   /**
-   * Messages from others after the user's read receipt (or, without one,
-   * since they joined). A plain count until push rules exist; capped.
+   * Notification and highlight counts from the push rules (ctx.push): events
+   * that notified the user after their read receipt (or own latest event)
+   * and since the start of their current stay in the room.
    */
-  private async unreadCounts(userId: string, plans: RoomPlan[], to: number): Promise<Map<string, number>> {
-    const out = new Map<string, number>();
-    if (!plans.length) return out;
-    const read = await this.ctx.ephemeral.receipts.readUpTo(userId, plans.map((p) => p.roomId));
-    const db = this.ctx.storage.db;
-    await mapLimit(plans, ROOM_CONCURRENCY, async (p) => {
-      let from = read.get(p.roomId) ?? 0;
-      // Since the start of the current stay.
+  private async unreadCounts(userId: string, plans: RoomPlan[], to: number): Promise<Map<string, { highlight_count: number; notification_count: number }>> {
+    if (!plans.length) return new Map();
+    const rooms = plans.map((p) => {
       const mem = p.access.memberships;
       let joinedAt = 0;
       for (let i = mem.length - 1; i >= 0; i--) {
         if (mem[i].membership !== 'join') break;
         joinedAt = mem[i].pos;
       }
-      from = Math.max(from, joinedAt);
-      if (from >= to) return;
-      const rows = await db.selectFrom('events').select('stream_pos')
-        .where('room_id', '=', p.roomId).where('stream_pos', '>', from).where('stream_pos', '<=', to)
-        .where('sender', '!=', userId).where('state_key', 'is', null).where('rejected', '=', 0).where('redacted_by', 'is', null)
-        .where('type', 'in', NOTIFYING_TYPES)
-        .limit(UNREAD_CAP).execute();
-      if (rows.length) out.set(p.roomId, rows.length);
+      return { roomId: p.roomId, after: joinedAt };
     });
-    return out;
+    return this.ctx.push.unreadCountsForRooms(userId, rooms, to);
   }
 
   /** invite_state / knock_state: the room's stripped state plus the member event itself. */

@@ -8,6 +8,7 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import './sdk-setup.js'; // before matrix-js-sdk
 import * as sdk from 'matrix-js-sdk';
 import { startTestServer, registerUser, type TestServer } from './harness.js';
 import { Api, CS, enc, login, makeClient, passwordAuth, request, sdkError, startAndSync, waitFor, type SdkUser } from './util.js';

@@ -145,6 +145,62 @@ describe('error responses', { timeout: 60_000 }, () => {
     assert.ok(!msgs.body.chunk.some((e: any) => e.sender === eve.userId), 'no event from eve in the room');
   });
 
+  test('M_FORBIDDEN: no ephemeral writes (typing, receipts) into a room you are not in', async () => {
+    const r = `/rooms/${enc(roomId)}`;
+    assertError(await eveApi.put(`${r}/typing/${enc(eve.userId)}`, { typing: true, timeout: 1000 }), 403, 'M_FORBIDDEN', 'typing in a room eve is not in');
+    assertError(await eveApi.post(`${r}/receipt/m.read/${enc(messageId)}`, {}), 403, 'M_FORBIDDEN', 'read receipt in a room eve is not in');
+    assertError(await eveApi.put(`${r}/redact/${enc(messageId)}/eve-redact-1`, {}), 403, 'M_FORBIDDEN', 'redact in a room eve is not in');
+  });
+
+  test("an event id from another room is never served or touched through a room eve is in", async () => {
+    const eveRoom = await eveApi.createRoom({ preset: 'private_chat', name: "Eve's room" });
+    const r = `/rooms/${enc(eveRoom)}`;
+    // messageId belongs to alice's private room, not eve's
+    for (const path of [`${r}/event/${enc(messageId)}`, `${r}/context/${enc(messageId)}`]) {
+      const res = await eveApi.get(path);
+      assert.equal(res.status, 404, `GET ${path} (event of another room): ${res.status} ${JSON.stringify(res.body)}`);
+      assert.equal(res.body?.errcode, 'M_NOT_FOUND');
+      assert.ok(!JSON.stringify(res.body).includes('for members only'), 'no content leaks');
+    }
+    // redacting it "through" eve's room must not redact it in alice's room
+    const red = await eveApi.put(`${r}/redact/${enc(messageId)}/cross-room-1`, { reason: 'mine now' });
+    assert.ok(red.status === 200 || red.status === 400 || red.status === 403 || red.status === 404, `redact: ${red.status}`);
+    const still = await aliceApi.ok('GET', `/rooms/${enc(roomId)}/event/${enc(messageId)}`);
+    assert.equal(still.content.body, 'for members only', "the other room's event is not redacted");
+    assert.equal(still.unsigned?.redacted_because, undefined);
+    // a receipt for it in eve's room must not show up in alice's room either
+    await eveApi.post(`${r}/receipt/m.read/${enc(messageId)}`, {});
+    const s = await aliceApi.sync({ timeout: 0 });
+    const ephemeral = s.rooms?.join?.[roomId]?.ephemeral?.events ?? [];
+    assert.ok(!JSON.stringify(ephemeral).includes(eve.userId), 'no receipt from eve in alice\'s room');
+  });
+
+  test('M_FORBIDDEN: a plain member cannot do what the power levels reserve', async () => {
+    const room = await aliceApi.createRoom({ preset: 'public_chat', name: 'Ruled' });
+    await eveApi.join(room);
+    const r = `/rooms/${enc(room)}`;
+    assertError(await eveApi.put(`${r}/state/m.room.name/`, { name: 'Eve rules' }), 403, 'M_FORBIDDEN', 'member renames the room');
+    const pl = await aliceApi.ok('GET', `${r}/state/m.room.power_levels/`);
+    assertError(
+      await eveApi.put(`${r}/state/m.room.power_levels/`, { ...pl, users: { ...pl.users, [eve.userId]: 100 } }),
+      403,
+      'M_FORBIDDEN',
+      'member promotes herself',
+    );
+    assertError(await eveApi.post(`${r}/kick`, { user_id: alice.userId }), 403, 'M_FORBIDDEN', 'member kicks the creator');
+    assertError(await eveApi.post(`${r}/ban`, { user_id: alice.userId }), 403, 'M_FORBIDDEN', 'member bans the creator');
+    const aliceMsg = await aliceApi.send(room, 'mine');
+    // Room versions 3+ let the redaction event in and decide when applying it; Synapse refuses
+    // up front with 403. Either way alice's message must keep its content.
+    const red = await eveApi.put(`${r}/redact/${enc(aliceMsg)}/eve-r1`, {});
+    assert.ok(red.status === 403 || red.status === 200, `redact someone else's message: ${red.status} ${JSON.stringify(red.body)}`);
+    if (red.status === 403) assert.equal(red.body.errcode, 'M_FORBIDDEN');
+    const kept = await aliceApi.ok('GET', `${r}/event/${enc(aliceMsg)}`);
+    assert.equal(kept.content.body, 'mine', "a plain member cannot redact someone else's message");
+    const name = await aliceApi.ok('GET', `${r}/state/m.room.name/`);
+    assert.equal(name.name, 'Ruled', 'state unchanged');
+  });
+
   test('M_USER_IN_USE: registering a taken name is 400', async () => {
     const r = await registerRaw(url, { username: 'alice', password: PASSWORD });
     assertError(r, 400, 'M_USER_IN_USE', 'register alice again');
@@ -214,14 +270,40 @@ describe('error responses', { timeout: 60_000 }, () => {
     const third = await otherApi.put(path, { msgtype: 'm.text', body: 'only once' });
     assert.equal(third.status, 200);
     assert.notEqual(third.body.event_id, first.body.event_id, 'same txn id from another device is a new event');
+  });
 
-    // the same txn id on another path (another room) is another request too (spec: "the path
-    // of the HTTP request is the same" identifies a retransmission)
-    const elsewhere = await aliceApi.put(`/rooms/${enc(roomId)}/send/m.room.message/same-txn-1`, { msgtype: 'm.text', body: 'other room' });
-    assert.equal(elsewhere.status, 200);
-    assert.notEqual(elsewhere.body.event_id, first.body.event_id, 'same txn id in another room must not return the first room\'s event');
-    const inOther = await aliceApi.messages(roomId, { dir: 'b', limit: 5 });
-    assert.ok(inOther.body.chunk.some((e: any) => e.content?.body === 'other room'), 'the message was sent to the other room');
+  // Spec: a retransmission is the same txn id on the same HTTP path, from the same device.
+  describe('transaction id scope is the request path', () => {
+    let room: string;
+    let firstId: string;
+    before(async () => {
+      room = await aliceApi.createRoom({ preset: 'private_chat' });
+      firstId = await aliceApi.ok('PUT', `/rooms/${enc(room)}/send/m.room.message/scoped-txn`, { msgtype: 'm.text', body: 'first' }).then((b) => b.event_id);
+    });
+
+    test('same txn id in another room is a new event in that room', async () => {
+      const r = await aliceApi.put(`/rooms/${enc(roomId)}/send/m.room.message/scoped-txn`, { msgtype: 'm.text', body: 'other room' });
+      assert.equal(r.status, 200);
+      assert.notEqual(r.body.event_id, firstId, "must not return the first room's event");
+      const msgs = await aliceApi.messages(roomId, { dir: 'b', limit: 5 });
+      assert.ok(msgs.body.chunk.some((e: any) => e.content?.body === 'other room'), 'the message was sent to the other room');
+    });
+
+    test('same txn id for another event type is a new event', async () => {
+      const r = await aliceApi.put(`/rooms/${enc(room)}/send/org.example.custom/scoped-txn`, { hello: 'custom' });
+      assert.equal(r.status, 200);
+      assert.notEqual(r.body.event_id, firstId, 'PUT /send/org.example.custom/scoped-txn returned the m.room.message event');
+      const msgs = await aliceApi.messages(room, { dir: 'b', limit: 5 });
+      assert.ok(msgs.body.chunk.some((e: any) => e.type === 'org.example.custom'), 'the custom event was sent');
+    });
+
+    test('the redact endpoint has its own transaction ids', async () => {
+      const r = await aliceApi.put(`/rooms/${enc(room)}/redact/${enc(firstId)}/scoped-txn`, { reason: 'txn test' });
+      assert.equal(r.status, 200);
+      assert.notEqual(r.body.event_id, firstId, 'PUT /redact/{id}/scoped-txn returned the message it should redact');
+      const ev = await aliceApi.ok('GET', `/rooms/${enc(room)}/event/${enc(firstId)}`);
+      assert.deepEqual(ev.content, {}, 'the redaction was applied');
+    });
   });
 
   test('concurrent retransmissions of one transaction create one event', async () => {

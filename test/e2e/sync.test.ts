@@ -257,55 +257,99 @@ describe('/sync', { timeout: 90_000 }, () => {
     assert.ok(!left.all.some((s) => s.rooms?.invite?.[roomId]), 'no longer in rooms.invite');
   });
 
-  test('a joined room moves to rooms.leave when the user leaves; nothing later reaches them', async () => {
-    const room = await aliceApi.createRoom({ preset: 'public_chat', name: 'Leavers' });
-    await bobApi.join(room);
-    const before = await aliceApi.send(room, 'before bob left');
-    const since = await caughtUp(bobApi);
+  const departures = [
+    { how: 'leaves', membership: 'leave', act: (room: string) => bobApi.leave(room) },
+    { how: 'is kicked', membership: 'leave', act: (room: string) => aliceApi.ok('POST', `/rooms/${enc(room)}/kick`, { user_id: bob.userId, reason: 'bye' }) },
+    { how: 'is banned', membership: 'ban', act: (room: string) => aliceApi.ok('POST', `/rooms/${enc(room)}/ban`, { user_id: bob.userId, reason: 'bye' }) },
+  ];
 
-    await bobApi.leave(room);
-    const left = await syncUntil(bobApi, since, (all) => all.some((s) => s.rooms?.leave?.[room]));
-    const lr = left.all.find((s) => s.rooms?.leave?.[room]).rooms.leave[room];
-    assert.ok(
-      (lr.timeline?.events ?? []).some((e: any) => e.type === 'm.room.member' && e.state_key === bob.userId && e.content.membership === 'leave'),
-      'the leave event is in the leave section timeline',
-    );
-    assert.equal(left.all[left.all.length - 1].rooms?.join?.[room], undefined, 'not in rooms.join any more');
+  for (const { how, membership, act } of departures) {
+    test(`when the user ${how}, the room moves to rooms.leave and nothing later reaches them`, async () => {
+      const room = await aliceApi.createRoom({ preset: 'public_chat', name: `Departure: ${how}` });
+      await bobApi.join(room);
+      const before = await aliceApi.send(room, `before bob ${how}`);
+      const since = await caughtUp(bobApi);
 
-    // things happen after bob left
-    const secret = await aliceApi.send(room, 'SECRET after bob left');
-    await aliceApi.sendState(room, 'm.room.topic', '', { topic: 'SECRET topic' });
-    const aliceView = await aliceApi.ok('GET', `/rooms/${enc(room)}/event/${enc(secret)}`);
-    assert.equal(aliceView.content.body, 'SECRET after bob left', 'control: the secret exists for members');
+      await act(room);
+      const left = await syncUntil(bobApi, since, (all) => all.some((s) => s.rooms?.leave?.[room]));
+      const lr = left.all.find((s) => s.rooms?.leave?.[room]).rooms.leave[room];
+      assert.ok(
+        (lr.timeline?.events ?? []).some((e: any) => e.type === 'm.room.member' && e.state_key === bob.userId && e.content.membership === membership),
+        `the ${membership} event is in the leave section timeline: ${JSON.stringify(lr)}`,
+      );
+      assert.equal(left.all[left.all.length - 1].rooms?.join?.[room], undefined, 'not in rooms.join any more');
 
-    // incremental sync after the leave: nothing of the room
-    const later = await bobApi.sync({ since: left.token, timeout: 500 });
-    assert.ok(!JSON.stringify(later).includes('SECRET'), `secret leaked into incremental sync: ${JSON.stringify(later.rooms)}`);
-    // a sync from before the leave: the leave, but nothing after it
-    const fromBefore = await bobApi.sync({ since, timeout: 0 });
-    assert.ok(!JSON.stringify(fromBefore).includes('SECRET'), 'secret leaked into a sync spanning the leave');
-    assert.ok(allRoomEvents(fromBefore, room).length > 0, 'the leave itself is reported');
-    // an initial sync that includes left rooms: history up to the leave only
-    const full = await bobApi.sync({ timeout: 0, filter: { room: { include_leave: true } } });
-    assert.ok(!JSON.stringify(full).includes('SECRET'), 'secret leaked into an include_leave initial sync');
+      // things happen after bob is gone
+      const secret = await aliceApi.send(room, 'SECRET after bob went');
+      await aliceApi.sendState(room, 'm.room.topic', '', { topic: 'SECRET topic' });
+      const aliceView = await aliceApi.ok('GET', `/rooms/${enc(room)}/event/${enc(secret)}`);
+      assert.equal(aliceView.content.body, 'SECRET after bob went', 'control: the secret exists for members');
 
-    // the room APIs refuse, or show only what bob could see while he was there
-    const msgs = await bobApi.messages(room, { dir: 'b', limit: 50, from: left.token });
-    if (msgs.status === 200) {
-      assert.ok(!JSON.stringify(msgs.body).includes('SECRET'), '/messages leaks events after the leave');
-      assert.ok(msgs.body.chunk.some((e: any) => e.event_id === before), 'history before the leave is still readable');
-    } else {
-      assert.equal(msgs.status, 403, JSON.stringify(msgs.body));
-    }
-    for (const path of [`/rooms/${enc(room)}/event/${enc(secret)}`, `/rooms/${enc(room)}/context/${enc(secret)}`]) {
-      const r = await bobApi.get(path);
-      assert.ok(r.status === 403 || r.status === 404, `GET ${path} after leaving: ${r.status} ${JSON.stringify(r.body)}`);
-      assert.ok(!JSON.stringify(r.body).includes('SECRET'));
-    }
-    for (const path of [`/rooms/${enc(room)}/state`, `/rooms/${enc(room)}/state/m.room.topic/`, `/rooms/${enc(room)}/members`]) {
-      const r = await bobApi.get(path);
-      assert.ok(r.status === 200 || r.status === 403 || r.status === 404, `GET ${path}: ${r.status}`);
-      assert.ok(!JSON.stringify(r.body).includes('SECRET'), `GET ${path} after leaving leaks later state: ${JSON.stringify(r.body)}`);
-    }
+      // incremental sync after the departure: nothing of the room
+      const later = await bobApi.sync({ since: left.token, timeout: 500 });
+      assert.ok(!JSON.stringify(later).includes('SECRET'), `secret leaked into incremental sync: ${JSON.stringify(later.rooms)}`);
+      // a sync from before the departure: the departure, but nothing after it
+      const fromBefore = await bobApi.sync({ since, timeout: 0 });
+      assert.ok(!JSON.stringify(fromBefore).includes('SECRET'), `secret leaked into a sync spanning the departure: ${JSON.stringify(fromBefore.rooms)}`);
+      assert.ok(allRoomEvents(fromBefore, room).length > 0, 'the departure itself is reported');
+      // an initial sync that includes left rooms: history up to the departure only
+      const full = await bobApi.sync({ timeout: 0, filter: { room: { include_leave: true } } });
+      assert.ok(!JSON.stringify(full).includes('SECRET'), 'secret leaked into an include_leave initial sync');
+
+      // the room APIs refuse, or show only what bob could see while he was there
+      for (const q of [
+        { from: left.token, dir: 'b' as const },
+        { from: since, dir: 'f' as const },
+      ]) {
+        const msgs = await bobApi.messages(room, { ...q, limit: 50 });
+        if (msgs.status === 200) {
+          assert.ok(!JSON.stringify(msgs.body).includes('SECRET'), `/messages dir=${q.dir} leaks events after the departure`);
+          if (q.dir === 'b') assert.ok(msgs.body.chunk.some((e: any) => e.event_id === before), 'history before the departure is still readable');
+        } else {
+          assert.equal(msgs.status, 403, JSON.stringify(msgs.body));
+        }
+      }
+      for (const path of [`/rooms/${enc(room)}/event/${enc(secret)}`, `/rooms/${enc(room)}/context/${enc(secret)}`]) {
+        const r = await bobApi.get(path);
+        assert.ok(r.status === 403 || r.status === 404, `GET ${path} after departure: ${r.status} ${JSON.stringify(r.body)}`);
+        assert.ok(!JSON.stringify(r.body).includes('SECRET'));
+      }
+      for (const path of [`/rooms/${enc(room)}/state`, `/rooms/${enc(room)}/state/m.room.topic/`, `/rooms/${enc(room)}/members`]) {
+        const r = await bobApi.get(path);
+        assert.ok(r.status === 200 || r.status === 403 || r.status === 404, `GET ${path}: ${r.status}`);
+        assert.ok(!JSON.stringify(r.body).includes('SECRET'), `GET ${path} after departure leaks later state: ${JSON.stringify(r.body)}`);
+      }
+      // and bob cannot write there
+      const send = await bobApi.put(`/rooms/${enc(room)}/send/m.room.message/after-${membership}-${how.length}`, { msgtype: 'm.text', body: 'hello?' });
+      assert.equal(send.status, 403);
+    });
+  }
+
+  test('history_visibility "joined": a newcomer sees nothing from before they joined', async () => {
+    const room = await aliceApi.createRoom({
+      preset: 'public_chat',
+      name: 'Joined-only history',
+      initial_state: [{ type: 'm.room.history_visibility', state_key: '', content: { history_visibility: 'joined' } }],
+    });
+    const hv = await aliceApi.ok('GET', `/rooms/${enc(room)}/state/m.room.history_visibility/`);
+    assert.equal(hv.history_visibility, 'joined');
+    const early = await aliceApi.send(room, 'EARLY words before carol');
+    const since = await caughtUp(carolApi);
+    await carolApi.join(room);
+    const after = await aliceApi.send(room, 'after carol joined');
+
+    const { all } = await syncUntil(carolApi, since, (all) => all.some((s) => joinedTimeline(s, room).some((e: any) => e.event_id === after)));
+    assert.ok(!JSON.stringify(all).includes('EARLY words'), 'incremental sync shows history from before the join');
+    const initial = await carolApi.sync({ timeout: 0 });
+    assert.ok(!JSON.stringify(initial.rooms?.join?.[room] ?? {}).includes('EARLY words'), 'initial sync shows history from before the join');
+    const msgs = await carolApi.messages(room, { dir: 'b', limit: 50, from: initial.next_batch });
+    assert.equal(msgs.status, 200);
+    assert.ok(msgs.body.chunk.some((e: any) => e.event_id === after), 'carol reads what came after her join');
+    assert.ok(!msgs.body.chunk.some((e: any) => e.event_id === early), '/messages shows history from before the join');
+    const ev = await carolApi.get(`/rooms/${enc(room)}/event/${enc(early)}`);
+    assert.ok(ev.status === 403 || ev.status === 404, `GET /event of a message before the join: ${ev.status} ${JSON.stringify(ev.body)}`);
+    const ctx = await carolApi.get(`/rooms/${enc(room)}/context/${enc(after)}?limit=10`);
+    assert.equal(ctx.status, 200);
+    assert.ok(!JSON.stringify(ctx.body.events_before).includes('EARLY words'), '/context shows history from before the join');
   });
 });

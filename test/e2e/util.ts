@@ -4,8 +4,8 @@
  * Server start-up and registration live in harness.ts.
  */
 import net from 'node:net';
+import './sdk-setup.js'; // before matrix-js-sdk
 import * as sdk from 'matrix-js-sdk';
-import { logger as sdkLogger } from 'matrix-js-sdk/lib/logger.js';
 import { request } from './harness.js';
 
 export { request };
@@ -119,8 +119,9 @@ export class Api {
 
 /**
  * POST /register through user-interactive auth: the first request without
- * auth; if the server answers 401 with a session, complete the flow's stages
- * with `stages` (default: m.login.dummy). Returns the last response.
+ * auth; while the server answers 401 with a session, complete the next stage
+ * of a flow with `stageAuth` (default: only m.login.dummy). Returns the last
+ * response (the 400/403 of a refused registration, or the 200).
  */
 export async function registerRaw(
   url: string,
@@ -185,17 +186,6 @@ const silentLogger = {
   getChild: () => silentLogger,
 };
 
-let silenced = false;
-/** Silence matrix-js-sdk's global loglevel logger and every child logger it creates later. */
-export function silenceSdk(): void {
-  if (silenced) return;
-  silenced = true;
-  const l = sdkLogger as unknown as { methodFactory: unknown; rebuild?: () => void; setLevel: (lvl: string, persist?: boolean) => void };
-  l.methodFactory = () => noop;
-  l.rebuild?.();
-  l.setLevel('silent', false);
-}
-
 /** One failed HTTP request seen by an SDK client (for diagnosing a stalled sync). */
 export interface FailedRequest {
   method: string;
@@ -216,7 +206,6 @@ export function makeClient(
   baseUrl: string,
   creds: { userId?: string; accessToken?: string; deviceId?: string } = {},
 ): SdkUser {
-  silenceSdk();
   const failures: FailedRequest[] = [];
   const fetchFn: typeof fetch = async (input, init) => {
     const res = await fetch(input, init);

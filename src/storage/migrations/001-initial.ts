@@ -31,8 +31,8 @@ export const initial: Migration = {
         nid ${serial}, event_id TEXT NOT NULL UNIQUE, room_id TEXT NOT NULL, type TEXT NOT NULL,
         state_key TEXT, sender TEXT NOT NULL, origin_server_ts BIGINT NOT NULL, depth BIGINT NOT NULL,
         stream_pos BIGINT NOT NULL UNIQUE, json TEXT NOT NULL, state_group BIGINT,
-        redacted_by TEXT, rejected INTEGER NOT NULL DEFAULT 0, txn_device_id TEXT, txn_id TEXT)`,
-      sql`CREATE UNIQUE INDEX events_txn ON events (sender, txn_device_id, txn_id, room_id) WHERE txn_id IS NOT NULL`,
+        redacted_by TEXT, rejected INTEGER NOT NULL DEFAULT 0, txn_device_id TEXT, txn_id TEXT, txn_scope TEXT)`,
+      sql`CREATE UNIQUE INDEX events_txn ON events (sender, txn_device_id, txn_id, room_id, txn_scope) WHERE txn_id IS NOT NULL`,
       sql`CREATE INDEX events_room_type ON events (room_id, type, state_key)`,
       sql`CREATE INDEX events_room_stream ON events (room_id, stream_pos)`,
       sql`CREATE TABLE event_relations (

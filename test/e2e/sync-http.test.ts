@@ -3,12 +3,12 @@
  * presence, history visibility, lazy loading, event_fields, summaries,
  * full_state, the legacy endpoints, errors, and initial sync speed.
  *
- *   node --import tsx --test test/sync/sync-http.test.ts
+ *   node --import tsx --test test/e2e/sync-http.test.ts
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startTestServer, registerUser, type RegisteredUser, type TestServer } from '../e2e/harness.js';
-import { Api, enc } from '../e2e/util.js';
+import { startTestServer, registerUser, type RegisteredUser, type TestServer } from './harness.js';
+import { Api, enc } from './util.js';
 
 const PASSWORD = 'sync domain password';
 

@@ -23,6 +23,9 @@
  * Uses raw fetch (not matrix-js-sdk) so the load generator stays light.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+
+/** Extra node flags for the server, e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile it. */
+const extraNodeArgs = () => (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -182,7 +185,7 @@ async function startServerProcess(): Promise<Server> {
     RANVIER_LOG_LEVEL: opt['log-level'],
     ...(opt.database ? { RANVIER_DATABASE: opt.database } : {}),
   });
-  const child = spawn(process.execPath, ['--max-semi-space-size=1', main, 'serve'], { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--max-semi-space-size=1', ...extraNodeArgs(), main, 'serve'], { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const stderr: string[] = [];
   const keep = (chunk: Buffer) => {
     stderr.push(chunk.toString());

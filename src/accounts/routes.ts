@@ -247,7 +247,9 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Context): void 
     const who = await auth(req);
     requireSelf(who, userId, 'get account data');
     if (roomId) checkRoomId(roomId);
-    const content = await accounts().getAccountData(userId, roomId, type);
+    let content = await accounts().getAccountData(userId, roomId, type);
+    // Push rules exist (the server defaults) before the user first changes them.
+    if (content === undefined && !roomId && type === 'm.push_rules') content = (await ctx.push.rulesContent(userId)) as unknown as Record<string, unknown>;
     if (content === undefined) throw notFound('Account data not found.');
     return content;
   };

@@ -4,6 +4,7 @@ import { registerDiscoveryRoutes } from './discovery-routes.js';
 import { registerAccountRoutes } from '../accounts/routes.js';
 import { registerRoomRoutes } from '../rooms/routes.js';
 import { registerSyncRoutes } from '../sync/routes.js';
+import { registerPushRoutes } from '../push/routes.js';
 
 /** Every domain contributes its routes here. */
 export async function registerAllRoutes(app: FastifyInstance, ctx: Context): Promise<void> {
@@ -11,4 +12,5 @@ export async function registerAllRoutes(app: FastifyInstance, ctx: Context): Pro
   registerAccountRoutes(app, ctx);
   registerRoomRoutes(app, ctx);
   registerSyncRoutes(app, ctx);
+  registerPushRoutes(app, ctx);
 }

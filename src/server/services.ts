@@ -8,6 +8,7 @@ import { AccountsService } from '../accounts/service.js';
 import { RoomsService } from '../rooms/service.js';
 import { SyncService } from '../sync/service.js';
 import { EphemeralService } from '../sync/ephemeral.js';
+import { PushService } from '../push/service.js';
 
 /** The full context: base plumbing plus one service per domain. */
 export interface Context extends BaseContext {
@@ -17,6 +18,8 @@ export interface Context extends BaseContext {
   sync: SyncService;
   /** Typing, receipts, presence. */
   ephemeral: EphemeralService;
+  /** Push rules, pushers, notification counts. */
+  push: PushService;
   close(): Promise<void>;
 }
 
@@ -30,6 +33,7 @@ export async function createContext(config: Config, log: Logger): Promise<Contex
   ctx.rooms = new RoomsService(ctx);
   ctx.sync = new SyncService(ctx);
   ctx.ephemeral = new EphemeralService(ctx);
+  ctx.push = new PushService(ctx);
   ctx.close = async () => {
     ctx.notifier.wakeAll();
     ctx.ephemeral.stop();

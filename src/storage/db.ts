@@ -4,6 +4,7 @@ import SqliteDatabase from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
 import type { Database } from './schema.js';
 import { runMigrations } from './migrations/index.js';
+import { Lru } from '../server/lru.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 export type Db = Kysely<Database>;
@@ -44,7 +45,7 @@ export async function openStorage(database: string, opts: { poolSize?: number } 
     sqlite.pragma('busy_timeout = 5000');
     // Keep the page cache small: idle memory matters more than cold reads.
     sqlite.pragma('cache_size = -8000');
-    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   }
   await runMigrations(db, dialect);
   return { db, dialect, close: () => db.destroy() };
@@ -59,4 +60,30 @@ export async function nextStreamPos(tx: Tx): Promise<number> {
 export async function currentStreamPos(db: Tx): Promise<number> {
   const row = await db.selectFrom('counters').select('value').where('name', '=', 'stream').executeTakeFirstOrThrow();
   return Number(row.value);
+}
+
+/**
+ * Kysely prepares every query anew; with better-sqlite3, preparing costs as
+ * much as running a small query. Queries are built from a fixed set of
+ * shapes, so reuse prepared statements by SQL text (bounded).
+ */
+function withStatementCache(sqlite: SqliteDatabase.Database): SqliteDatabase.Database {
+  const cache = new Lru<string, SqliteDatabase.Statement>(1000);
+  const prepare = sqlite.prepare.bind(sqlite);
+  return new Proxy(sqlite, {
+    get(target, prop, receiver) {
+      if (prop === 'prepare') {
+        return (source: string) => {
+          let stmt = cache.get(source);
+          if (!stmt) {
+            stmt = prepare(source);
+            cache.set(source, stmt);
+          }
+          return stmt;
+        };
+      }
+      const v = Reflect.get(target, prop, receiver);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
 }

@@ -13,8 +13,9 @@ export interface Migration {
 
 import { initial } from './001-initial.js';
 import { sync } from './003-sync.js';
+import { push } from './004-push.js';
 
-export const MIGRATIONS: Migration[] = [initial, sync];
+export const MIGRATIONS: Migration[] = [initial, sync, push];
 
 export async function runMigrations(db: Kysely<any>, dialect: Dialect): Promise<number> { // eslint-disable-line @typescript-eslint/no-explicit-any -- see Migration
   await sql`CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)`.execute(db);

@@ -1,3 +1,4 @@
+import { splitDottedPath } from '../core/push-rules.js';
 import { filterDefinition, type FilterDefinition } from '../accounts/filters.js';
 import { invalidParam } from '../server/errors.js';
 
@@ -207,25 +208,8 @@ export function compileFilter(def: Filter = {}, opts: { defaultLimit?: number } 
 
 // ---------------------------------------------------------------- event_fields
 
-/** Split a dot-separated property path; `\.` is a literal dot and `\\` a literal backslash. */
-export function splitFieldPath(path: string): string[] {
-  const parts: string[] = [];
-  let cur = '';
-  for (let i = 0; i < path.length; i++) {
-    const c = path[i];
-    if (c === '\\' && (path[i + 1] === '.' || path[i + 1] === '\\')) {
-      cur += path[i + 1];
-      i++;
-    } else if (c === '.') {
-      parts.push(cur);
-      cur = '';
-    } else {
-      cur += c;
-    }
-  }
-  parts.push(cur);
-  return parts;
-}
+/** Filter field paths use the spec's dotted-path escaping, shared with push rules. */
+export const splitFieldPath = splitDottedPath;
 
 /** Keep only the listed fields (paths from `splitFieldPath`) of an event. */
 export function applyEventFields<T extends object>(ev: T, fields: string[][] | undefined): T {

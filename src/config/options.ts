@@ -42,6 +42,9 @@ export const OPTIONS = [
   // ---- database
   { section: 'Database', key: 'database', kind: 'string', default: '',
     help: 'SQLite file path, or a postgres:// URL (empty: <data_dir>/ranvier.db).' },
+  { section: 'Database', key: 'sqlite_synchronous', kind: 'string', default: 'normal',
+    help: "SQLite durability. 'normal': every acknowledged write survives a crash or kill -9 of Ranvier (WAL, no fsync per commit); 'full': also survives power loss or an OS crash, at the cost of an fsync per write.",
+    check: (v: string) => (['normal', 'full'].includes(v) ? undefined : 'must be normal or full') },
   { section: 'Database', key: 'database_pool_size', kind: 'integer', default: 10,
     help: 'PostgreSQL connection pool size.', check: positive },
 

@@ -25,7 +25,7 @@ export interface Context extends BaseContext {
 
 export async function createContext(config: Config, log: Logger): Promise<Context> {
   const signingKey = loadOrCreateSigningKey(config.signing_key_path);
-  const storage = await openStorage(config.database, { poolSize: config.database_pool_size });
+  const storage = await openStorage(config.database, { poolSize: config.database_pool_size, sqliteSynchronous: config.sqlite_synchronous });
   const base = createBaseContext(config, storage, log, signingKey);
   const ctx = base as Context;
   ctx.tokens = new TokenService(storage.db);

@@ -17,7 +17,7 @@ export interface Storage {
   close(): Promise<void>;
 }
 
-export async function openStorage(database: string, opts: { poolSize?: number } = {}): Promise<Storage> {
+export async function openStorage(database: string, opts: { poolSize?: number; sqliteSynchronous?: string } = {}): Promise<Storage> {
   let db: Db;
   let dialect: Dialect;
   if (/^postgres(ql)?:\/\//.test(database)) {
@@ -37,10 +37,12 @@ export async function openStorage(database: string, opts: { poolSize?: number } 
     dialect = 'sqlite';
     if (database !== ':memory:') mkdirSync(path.dirname(path.resolve(database)), { recursive: true });
     const sqlite = new SqliteDatabase(database);
-    // WAL + synchronous=FULL: a commit is on disk before we answer 200, so
-    // acknowledged writes survive kill -9 and power loss alike.
+    // WAL: a commit is in the WAL (the OS page cache) before we answer 200,
+    // so acknowledged writes survive kill -9 of this process. synchronous=FULL
+    // adds an fsync per commit, for power loss too; it blocks the event loop
+    // for the fsync, so it is opt-in.
     sqlite.pragma('journal_mode = WAL');
-    sqlite.pragma('synchronous = FULL');
+    sqlite.pragma(`synchronous = ${opts.sqliteSynchronous === 'full' ? 'FULL' : 'NORMAL'}`);
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('busy_timeout = 5000');
     // Keep the page cache small: idle memory matters more than cold reads.

@@ -1,4 +1,9 @@
-import { hash, verify } from '@node-rs/argon2';
+/**
+ * argon2 is loaded on first use: its native module costs several MB of
+ * resident memory that an idle server never needs.
+ */
+let argon2: Promise<typeof import('@node-rs/argon2')> | undefined;
+const loadArgon2 = () => (argon2 ??= import('@node-rs/argon2'));
 
 /**
  * Password hashing: argon2id with the library's defaults (19 MiB, t=2, p=1,
@@ -9,9 +14,9 @@ import { hash, verify } from '@node-rs/argon2';
 /** Longest password accepted; argon2 handles any length, this only bounds request work. */
 export const MAX_PASSWORD_LENGTH = 512;
 
-export function hashPassword(password: string): Promise<string> {
+export async function hashPassword(password: string): Promise<string> {
   // Algorithm.Argon2id is a const enum (2); spelled out so isolated transpilers agree.
-  return hash(password, { algorithm: 2 });
+  return (await loadArgon2()).hash(password, { algorithm: 2 });
 }
 
 let dummyHash: Promise<string> | undefined;
@@ -24,11 +29,11 @@ let dummyHash: Promise<string> | undefined;
 export async function verifyPassword(stored: string | null | undefined, password: string): Promise<boolean> {
   if (!stored || !stored.startsWith('$argon2')) {
     dummyHash ??= hashPassword('ranvier-dummy-password');
-    await verify(await dummyHash, password).catch(() => false);
+    await (await loadArgon2()).verify(await dummyHash, password).catch(() => false);
     return false;
   }
   try {
-    return await verify(stored, password);
+    return await (await loadArgon2()).verify(stored, password);
   } catch {
     return false;
   }

@@ -6,7 +6,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { encodeBase64, encodeBase64Url, decodeBase64 } from './base64.js';
 import { canonicalJsonBytes } from './canonical-json.js';
-import type { PDU } from './events.js';
 import { redactEvent } from './redaction.js';
 import { getRoomVersion, ROOM_VERSIONS, type RoomVersion } from './room-versions.js';
 

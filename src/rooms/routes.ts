@@ -10,11 +10,9 @@ import { isValidHistoricalUserId, isValidRoomAlias, isValidRoomId } from '../cor
 import { MatrixError, badJson, forbidden, invalidParam, notFound } from '../server/errors.js';
 import type { Context } from '../server/services.js';
 import { jsonObject, parseBody, parseQuery, queryInt } from '../server/validate.js';
-import { EVENT_COLUMNS, rowToStoredEvent } from './event-store.js';
 import { stateKeyOf } from './state-store.js';
 import type { CreateRoomBody } from './create-room.js';
 import type { MembershipChange } from './membership.js';
-import type { StoredEvent } from './types.js';
 import { aliasFromLocalpart, checkAliasSyntax, isLocalAlias, registerDirectoryRoutes, resolveAlias } from './directory.js';
 import {
   eventContext, formatEvent, formatEvents, joinedMembers, openRoomForReading, parseFilterParam,

@@ -66,7 +66,6 @@ describe('chat through matrix-js-sdk', { timeout: 120_000 }, () => {
   let bob: SdkUser;
   let aliceRec: Recorded;
   let bobRec: Recorded;
-  let aliceApi: Api;
   let bobApi: Api;
   let aliceRegistration: any;
   let roomId: string;
@@ -95,7 +94,6 @@ describe('chat through matrix-js-sdk', { timeout: 120_000 }, () => {
     // ... bob through the harness.
     const b = await registerUser(url, 'bob', PASSWORD);
     bob = makeClient(url, b);
-    aliceApi = new Api(url, aliceRegistration.access_token);
     bobApi = new Api(url, b.accessToken);
 
     aliceRec = record(alice.client);

@@ -174,7 +174,6 @@ describe('durability across SIGKILL', { timeout: 120_000 }, () => {
     assert.ok(roomId, 'needs the room from the previous test');
     const third = await spawnServer(env);
     children.push(third);
-    const api = new Api(third.url, token);
 
     const acked: string[] = [];
     let killed = false;

@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: load benchmark against a real server process.
  *
- * Starts `node --max-semi-space-size=1 dist/main.js serve` (the flags `npm start` uses) (built first) with a temporary data
+ * Starts `node --max-semi-space-size=1 --v8-pool-size=1 dist/main.js serve` (the flags `npm start` uses) (built first) with a temporary data
  * directory, rate limits off and registration open, then measures:
  *
  *   (a) idle memory: VmRSS of the server 5 s after it answers;
@@ -185,7 +185,7 @@ async function startServerProcess(): Promise<Server> {
     RANVIER_LOG_LEVEL: opt['log-level'],
     ...(opt.database ? { RANVIER_DATABASE: opt.database } : {}),
   });
-  const child = spawn(process.execPath, ['--max-semi-space-size=1', ...extraNodeArgs(), main, 'serve'], { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--max-semi-space-size=1', '--v8-pool-size=1', ...extraNodeArgs(), main, 'serve'], { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const stderr: string[] = [];
   const keep = (chunk: Buffer) => {
     stderr.push(chunk.toString());

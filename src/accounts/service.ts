@@ -475,7 +475,7 @@ export class AccountsService {
     userId: string, roomId: string, type: string,
     fn: (current: Record<string, unknown> | undefined) => Record<string, unknown> | undefined,
   ): Promise<number | undefined> {
-    return this.ctx.write(async (tx, alloc) => {
+    return this.ctx.write(async (tx, alloc, onCommit) => {
       const row = await tx.selectFrom('account_data').select('content')
         .where('user_id', '=', userId).where('room_id', '=', roomId).where('type', '=', type).executeTakeFirst();
       const next = fn(row ? (JSON.parse(row.content) as Record<string, unknown>) : undefined);
@@ -486,6 +486,7 @@ export class AccountsService {
         .values({ user_id: userId, room_id: roomId, type, content, stream_pos: pos })
         .onConflict((oc) => oc.columns(['user_id', 'room_id', 'type']).doUpdateSet({ content, stream_pos: pos }))
         .execute();
+      onCommit(() => this.ctx.streams.accountData.entityChanged(userId, pos));
       return pos;
     }, (pos) => (pos === undefined ? [] : [userId]));
   }

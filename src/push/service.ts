@@ -45,9 +45,11 @@ import { toClientEvent } from '../rooms/client-event.js';
 import { stateKeyOf } from '../rooms/state-store.js';
 import type { ClientEvent } from '../rooms/types.js';
 import { MatrixError, badJson, invalidParam, missingParam, notFound } from '../server/errors.js';
-import { Lru } from '../server/lru.js';
+import { Lru, WeightedLru } from '../server/lru.js';
+import { userRoomKey } from '../server/stream-changes.js';
 import type { Context } from '../server/services.js';
-import type { Tx } from '../storage/db.js';
+import { hoist, type Tx } from '../storage/db.js';
+import type { OnCommit } from '../server/context.js';
 import { PusherStore } from './pushers.js';
 
 export const PUSH_RULES_TYPE = 'm.push_rules';
@@ -59,7 +61,8 @@ export interface UnreadCounts {
 
 /** The outcome of evaluating one event, written inside the event's own transaction. */
 export interface PreparedPush {
-  write(tx: Tx, streamPos: number): Promise<void>;
+  /** Write the push actions; `onCommit` is the write's (see BaseContext.write): the counts' caches are updated there. */
+  write(tx: Tx, streamPos: number, onCommit: OnCommit): Promise<void>;
 }
 
 export interface NotificationsPage {
@@ -72,10 +75,22 @@ type StoredPdu = PDU & { event_id: string; room_id: string };
 const IN_CHUNK = 500;
 const RULESET_CACHE_SIZE = 5000;
 const MAX_RULE_ID_LENGTH = 1000;
+/** Users whose ignored lists are cached, and the most ignored ids held in all. */
+const IGNORED_CACHE_USERS = 10_000;
+const IGNORED_CACHE_TOTAL = 100_000;
+/** (user, room) pairs whose read position and unread counts are cached. */
+const UNREAD_CACHE_SIZE = 20_000;
 /** Unread counts stop at this (per room). */
 const UNREAD_CAP = 1000;
 /** Rooms counted at once (PostgreSQL runs them in parallel; SQLite serialises anyway). */
 const COUNT_CONCURRENCY = 8;
+
+/** Notifying events and highlights of a user in a room in (from, upTo], newest UNREAD_CAP at most; compiled once. */
+const countUnread = hoist((db, userId: string, roomId: string, from: number, upTo: number) => db.selectFrom((eb) => eb
+  .selectFrom('event_push_actions').select('highlight')
+  .where('user_id', '=', userId).where('room_id', '=', roomId).where('stream_pos', '>', from).where('stream_pos', '<=', upTo)
+  .orderBy('stream_pos', 'desc').limit(UNREAD_CAP).as('x'))
+  .select([(eb) => eb.fn.countAll<number>().as('n'), (eb) => eb.fn.sum<number>('x.highlight').as('h')]));
 
 function chunks<T>(xs: T[], n = IN_CHUNK): T[][] {
   const out: T[][] = [];
@@ -94,6 +109,17 @@ export class PushService {
   private rulesets = new Lru<string, Ruleset>(RULESET_CACHE_SIZE);
   /** Bumped on every rules write: a read that raced a write does not cache what it read. */
   private generation = 0;
+  /** Users' m.ignored_user_list as a set (null: none), valid while their account data does not change after `asOf`. */
+  private ignoredLists = new WeightedLru<string, { ignored: ReadonlySet<string> | null; asOf: number }>(
+    IGNORED_CACHE_USERS, IGNORED_CACHE_TOTAL, (e) => 1 + (e.ignored?.size ?? 0));
+  /** Read positions per `userRoomKey`, valid while the user's receipts in the room do not change after `asOf`. */
+  private readPos = new Lru<string, { pos: number | undefined; asOf: number }>(UNREAD_CACHE_SIZE);
+  /**
+   * Unread counts per `userRoomKey`: the count of push actions in
+   * (from, upTo], valid for the same `from` and another upTo while the
+   * user's push actions in the room do not change after the smaller of the two.
+   */
+  private unread = new Lru<string, { from: number; upTo: number; counts: UnreadCounts }>(UNREAD_CACHE_SIZE);
 
   constructor(private readonly ctx: Context) {
     this.pushers = new PusherStore(ctx.storage.db);
@@ -274,10 +300,9 @@ export class PushService {
     const rows: Array<{ user_id: string; notify: number; highlight: number; actions: string }> = [];
 
     if (ev.type !== 'm.room.create') {
-      const members = await this.db.selectFrom('room_members').select('user_id')
-        .where('room_id', '=', roomId).where('membership', '=', 'join').execute();
+      const members = await this.ctx.rooms.joinedMembers(roomId);
       const memberCount = members.length;
-      const recipients = new Set(members.map((m) => m.user_id).filter((u) => u !== sender && this.isLocal(u)));
+      const recipients = new Set(members.filter((u) => u !== sender && this.isLocal(u)));
       // An invitee is not joined yet, but .m.rule.invite_for_me is about them.
       if (ev.type === 'm.room.member' && ev.content.membership === 'invite' && typeof ev.state_key === 'string'
         && ev.state_key !== sender && this.isLocal(ev.state_key)) {
@@ -319,7 +344,7 @@ export class PushService {
     if (!rows.length && !redacts) return undefined;
     const ts = Date.now();
     return {
-      write: async (tx, pos) => {
+      write: async (tx, pos, onCommit) => {
         for (const part of chunks(rows, 200)) {
           await tx.insertInto('event_push_actions')
             .values(part.map((r) => ({ ...r, room_id: roomId, event_id: ev.event_id, stream_pos: pos, ts })))
@@ -327,7 +352,13 @@ export class PushService {
             .execute();
         }
         // A redacted event no longer counts as a notification.
-        if (redacts) await tx.deleteFrom('event_push_actions').where('event_id', '=', redacts).execute();
+        const gone = redacts
+          ? await tx.deleteFrom('event_push_actions').where('event_id', '=', redacts).returning(['user_id', 'room_id']).execute()
+          : [];
+        onCommit(() => {
+          for (const r of rows) this.actionAdded(r.user_id, roomId, pos, r.highlight);
+          for (const r of gone) this.actionsRemoved(r.user_id, r.room_id, pos);
+        });
       },
     };
   }
@@ -335,16 +366,34 @@ export class PushService {
   /** Which of `users` ignore `sender` (m.ignored_user_list). */
   private async usersIgnoring(sender: string, users: string[]): Promise<string[]> {
     const out: string[] = [];
-    for (const part of chunks(users)) {
+    const changes = this.ctx.streams.accountData;
+    const missing: string[] = [];
+    for (const u of users) {
+      const hit = this.ignoredLists.get(u);
+      if (hit && !changes.hasEntityChanged(u, hit.asOf)) {
+        if (hit.ignored?.has(sender)) out.push(u);
+      } else {
+        missing.push(u);
+      }
+    }
+    if (!missing.length) return out;
+    const asOf = this.ctx.notifier.position;
+    for (const part of chunks(missing)) {
       const rows = await this.db.selectFrom('account_data').select(['user_id', 'content'])
         .where('room_id', '=', '').where('type', '=', 'm.ignored_user_list').where('user_id', 'in', part).execute();
+      const lists = new Map<string, ReadonlySet<string>>();
       for (const r of rows) {
         try {
           const ignored = (JSON.parse(r.content) as { ignored_users?: unknown }).ignored_users;
-          if (isObject(ignored) && Object.hasOwn(ignored, sender)) out.push(r.user_id);
+          if (isObject(ignored)) lists.set(r.user_id, new Set(Object.keys(ignored)));
         } catch {
           // unreadable account data ignores no one
         }
+      }
+      for (const u of part) {
+        const ignored = lists.get(u) ?? null;
+        this.ignoredLists.set(u, { ignored, asOf });
+        if (ignored?.has(sender)) out.push(u);
       }
     }
     return out;
@@ -361,7 +410,26 @@ export class PushService {
 
   /** Where the user has read each room up to: the later of their m.read and m.read.private receipts (unthreaded or main). */
   async readPositions(userId: string, roomIds: string[]): Promise<Map<string, number>> {
-    return roomIds.length ? this.ctx.ephemeral.receipts.readUpTo(userId, roomIds) : new Map<string, number>();
+    const out = new Map<string, number>();
+    const changes = this.ctx.streams.userReceipts;
+    const missing: string[] = [];
+    for (const roomId of roomIds) {
+      const hit = this.readPos.get(userRoomKey(userId, roomId));
+      if (hit && !changes.hasEntityChanged(userRoomKey(userId, roomId), hit.asOf)) {
+        if (hit.pos !== undefined) out.set(roomId, hit.pos);
+      } else {
+        missing.push(roomId);
+      }
+    }
+    if (!missing.length) return out;
+    const asOf = this.ctx.notifier.position;
+    const read = await this.ctx.ephemeral.receipts.readUpTo(userId, missing);
+    for (const roomId of missing) {
+      const pos = read.get(roomId);
+      this.readPos.set(userRoomKey(userId, roomId), { pos, asOf });
+      if (pos !== undefined) out.set(roomId, pos);
+    }
+    return out;
   }
 
   /**
@@ -378,23 +446,67 @@ export class PushService {
     const out = new Map<string, UnreadCounts>();
     if (!rooms.length) return out;
     const read = await this.readPositions(userId, rooms.map((r) => r.roomId));
+    const changes = this.ctx.streams.pushActions;
     let next = 0;
     const worker = async () => {
       while (next < rooms.length) {
         const r = rooms[next++];
         const from = Math.max(r.after, read.get(r.roomId) ?? 0);
+        // Counts up to a position whose changes are all recorded can be reused
+        // while the user's push actions in the room do not change after it.
+        const key = userRoomKey(userId, r.roomId);
+        const cacheable = upTo !== undefined && upTo <= this.ctx.notifier.position;
+        if (cacheable) {
+          const hit = this.unread.get(key);
+          if (hit && hit.from === from && !changes.hasEntityChanged(key, Math.min(hit.upTo, upTo))) {
+            out.set(r.roomId, { ...hit.counts });
+            continue;
+          }
+        }
         // The newest UNREAD_CAP notifications are counted: an unread room stays cheap however far behind it is.
-        const row = await this.db.selectFrom((eb) => {
-          let q = eb.selectFrom('event_push_actions').select('highlight')
-            .where('user_id', '=', userId).where('room_id', '=', r.roomId).where('stream_pos', '>', from);
-          if (upTo !== undefined) q = q.where('stream_pos', '<=', upTo);
-          return q.orderBy('stream_pos', 'desc').limit(UNREAD_CAP).as('x');
-        }).select([(eb) => eb.fn.countAll<number>().as('n'), (eb) => eb.fn.sum<number>('x.highlight').as('h')]).executeTakeFirst();
-        out.set(r.roomId, { notification_count: Number(row?.n ?? 0), highlight_count: Number(row?.h ?? 0) });
+        const row = (await countUnread(this.db, userId, r.roomId, from, upTo ?? Number.MAX_SAFE_INTEGER))[0];
+        const counts = { notification_count: Number(row?.n ?? 0), highlight_count: Number(row?.h ?? 0) };
+        if (cacheable) this.unread.set(key, { from, upTo: upTo!, counts: { ...counts } });
+        out.set(r.roomId, counts);
       }
     };
     await Promise.all(Array.from({ length: Math.min(COUNT_CONCURRENCY, rooms.length) }, worker));
     return out;
+  }
+
+  /**
+   * After commit: a push action at `pos` (the newest position) for the user
+   * in the room. A cached count that was exact up to the previous change
+   * moves forward to `pos` without a query; any other is dropped.
+   */
+  private actionAdded(userId: string, roomId: string, pos: number, highlight: number): void {
+    const key = userRoomKey(userId, roomId);
+    const changes = this.ctx.streams.pushActions;
+    const hit = this.unread.get(key);
+    const exact = hit !== undefined && !changes.hasEntityChanged(key, hit.upTo) && pos > hit.upTo;
+    changes.entityChanged(key, pos);
+    if (!hit) return;
+    // At the cap, the oldest counted notification would drop out of the window: count again.
+    if (!exact || hit.counts.notification_count >= UNREAD_CAP) {
+      this.unread.delete(key);
+      return;
+    }
+    if (pos > hit.from) {
+      this.unread.set(key, {
+        from: hit.from,
+        upTo: pos,
+        counts: { notification_count: hit.counts.notification_count + 1, highlight_count: hit.counts.highlight_count + (highlight ? 1 : 0) },
+      });
+    } else {
+      this.unread.set(key, { ...hit, upTo: pos });
+    }
+  }
+
+  /** After commit: push actions of the user in the room were deleted (by a redaction at `pos`). */
+  private actionsRemoved(userId: string, roomId: string, pos: number): void {
+    const key = userRoomKey(userId, roomId);
+    this.ctx.streams.pushActions.entityChanged(key, pos);
+    this.unread.delete(key);
   }
 
   /** GET /notifications: newest first, paginated by stream position. */

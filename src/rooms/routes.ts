@@ -252,11 +252,12 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
       throw new MatrixError('M_UNKNOWN', 400, `User ${who.userId} is in room ${roomId}`);
     }
     if (membership !== undefined) {
-      await ctx.write(async (tx) => {
+      await ctx.write(async (tx, _alloc, onCommit) => {
         await tx.updateTable('room_members').set({ forgotten: 1 })
           .where('room_id', '=', roomId).where('user_id', '=', who.userId)
           .where('membership', 'in', ['leave', 'ban'])
           .execute();
+        onCommit(() => ctx.rooms.invalidateMemberships(who.userId));
       }, () => [who.userId]);
     }
     return {};

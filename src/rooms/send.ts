@@ -10,7 +10,7 @@ import { effectivePowerLevels, requiredLevelForAction, userPowerLevel } from '..
 import { MatrixError, forbidden, notFound } from '../server/errors.js';
 import { KeyedMutex } from '../server/mutex.js';
 import type { Context } from '../server/services.js';
-import type { Tx } from '../storage/db.js';
+import { hoist, type Tx } from '../storage/db.js';
 import { EVENT_COLUMNS, rowToStoredEvent, type EventStore } from './event-store.js';
 import { stateKeyOf, type StateStore } from './state-store.js';
 import type { StoredEvent } from './types.js';
@@ -38,6 +38,15 @@ export interface SendRequest {
   txn?: TxnKey;
 }
 
+// The send path's reads, compiled once.
+const findTxnRow = hoist((db, roomId: string, sender: string, deviceId: string, txnId: string, scope: string) => db
+  .selectFrom('events').select(EVENT_COLUMNS).where('room_id', '=', roomId)
+  .where('sender', '=', sender).where('txn_device_id', '=', deviceId).where('txn_id', '=', txnId)
+  .where('txn_scope', '=', scope).limit(1));
+const roomHead = hoist((db, roomId: string) => db.selectFrom('rooms')
+  .select(['room_id', 'room_version', 'current_state_group', 'forward_extremities', 'max_depth'])
+  .where('room_id', '=', roomId));
+
 /** The spec's limit on a whole event (65536 bytes of canonical JSON). */
 export const MAX_EVENT_BYTES = 65536;
 
@@ -64,18 +73,14 @@ export class EventSender {
   constructor(private readonly ctx: Context, private readonly events: EventStore, private readonly state: StateStore) {}
 
   async send(req: SendRequest): Promise<StoredEvent> {
-    if (req.txn) {
-      const prior = await this.findTxn(req.roomId, req.sender, req.txn);
-      if (prior) return prior;
-    }
+    // (Routes look the transaction up first, before rate limiting; this
+    // check under the room lock is the one that decides.)
     return this.roomLocks.run(req.roomId, async () => {
       if (req.txn) {
         const prior = await this.findTxn(req.roomId, req.sender, req.txn);
         if (prior) return prior;
       }
-      const room = await this.ctx.storage.db.selectFrom('rooms')
-        .select(['room_id', 'room_version', 'current_state_group', 'forward_extremities', 'max_depth'])
-        .where('room_id', '=', req.roomId).executeTakeFirst();
+      const [room] = await roomHead(this.ctx.storage.db, req.roomId);
       if (!room) throw notFound('Unknown room');
       return this.buildAndPersist(room, req);
     });
@@ -101,9 +106,7 @@ export class EventSender {
 
   /** The event a retransmission of `txn` refers to (the room is part of the path, hence of the key). */
   async findTxn(roomId: string, sender: string, txn: TxnKey): Promise<StoredEvent | undefined> {
-    const row = await this.ctx.storage.db.selectFrom('events').select(EVENT_COLUMNS).where('room_id', '=', roomId)
-      .where('sender', '=', sender).where('txn_device_id', '=', txn.deviceId).where('txn_id', '=', txn.txnId)
-      .where('txn_scope', '=', txn.scope).executeTakeFirst();
+    const [row] = await findTxnRow(this.ctx.storage.db, roomId, sender, txn.deviceId, txn.txnId, txn.scope);
     return row ? rowToStoredEvent(row) : undefined;
   }
 
@@ -214,23 +217,25 @@ export class EventSender {
     // Push rules are evaluated before the write so the notification counts commit with the event.
     const push = await this.ctx.push?.prepareEvent(stored, room.room_version, currentIds);
     const membershipTarget = signed.type === 'm.room.member' ? signed.state_key : undefined;
-    const result = await this.ctx.write(async (tx, alloc) => {
+    const streams = this.ctx.streams;
+    const result = await this.ctx.write(async (tx, alloc, onCommit) => {
       if (beforeInsert) await beforeInsert(tx);
       const pos = await alloc();
+      let group = room.current_state_group == null ? null : Number(room.current_state_group);
       const inserted = await tx.insertInto('events').values({
         event_id: eventId, room_id: roomId, type: signed.type, state_key: isState ? signed.state_key! : null,
         sender: signed.sender, origin_server_ts: signed.origin_server_ts, depth: signed.depth, stream_pos: pos, json,
-        state_group: null, redacted_by: null, rejected: 0,
+        // A state event's group is written below, once its nid is known.
+        state_group: key ? null : group, redacted_by: null, rejected: 0,
         txn_device_id: txn?.deviceId ?? null, txn_id: txn?.txnId ?? null, txn_scope: txn?.scope ?? null,
       }).returning('nid').executeTakeFirstOrThrow();
       const nid = Number(inserted.nid);
-      let group = room.current_state_group == null ? null : Number(room.current_state_group);
       if (key) {
         group = await this.state.writeGroup(tx, roomId, group, new Map([[key, { nid, eventId }]]));
         newState = new Map(currentIds);
         newState.set(key, eventId);
+        await tx.updateTable('events').set({ state_group: group }).where('nid', '=', nid).execute();
       }
-      await tx.updateTable('events').set({ state_group: group }).where('nid', '=', nid).execute();
       await tx.updateTable('rooms').set({
         current_state_group: group, forward_extremities: JSON.stringify([eventId]), max_depth: signed.depth,
       }).where('room_id', '=', roomId).execute();
@@ -247,14 +252,23 @@ export class EventSender {
           .onConflict((oc) => oc.column('event_id').doNothing()).execute();
       }
       if (redactTarget) await this.applyRedaction(tx, redactTarget, eventId);
-      if (push) await push.write(tx, pos);
+      if (push) await push.write(tx, pos, onCommit);
       const ev: StoredEvent = { nid, pdu: stored, streamPos: pos, stateGroup: group, redactedBy: null, txnDeviceId: txn?.deviceId ?? null, txnId: txn?.txnId ?? null };
+      onCommit(() => {
+        // Caches first: a woken /sync may read this event at once.
+        this.events.remember(ev);
+        if (newState && group != null) this.state.primeGroup(group, newState);
+        if (redactTarget) this.events.invalidate(redactTarget.pdu.event_id);
+        this.ctx.rooms.recent.add(roomId, pos, eventId);
+        streams.events.entityChanged(roomId, pos);
+        if (isState) streams.roomState.entityChanged(roomId, pos);
+        if (membershipTarget !== undefined) this.ctx.rooms.invalidateMemberships(membershipTarget);
+        // A redacted state event changes what readers of that state parse out of it.
+        const target = redactTarget?.pdu;
+        if (target && typeof target.state_key === 'string') streams.roomState.entityChanged(target.room_id ?? roomId, pos);
+      });
       return ev;
     }, () => (membershipTarget ? [roomId, membershipTarget] : [roomId]));
-
-    this.events.remember(result);
-    if (newState && result.stateGroup != null) this.state.primeGroup(result.stateGroup, newState);
-    if (redactTarget) this.events.invalidate(redactTarget.pdu.event_id);
     return result;
   }
 

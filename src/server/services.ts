@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import { loadOrCreateSigningKey } from './signing-key-file.js';
-import { openStorage } from '../storage/db.js';
+import { currentStreamPos, openStorage } from '../storage/db.js';
 import { createBaseContext, type BaseContext } from './context.js';
 import { TokenService } from '../accounts/tokens.js';
 import { AccountsService } from '../accounts/service.js';
@@ -26,7 +26,7 @@ export interface Context extends BaseContext {
 export async function createContext(config: Config, log: Logger): Promise<Context> {
   const signingKey = loadOrCreateSigningKey(config.signing_key_path);
   const storage = await openStorage(config.database, { poolSize: config.database_pool_size, sqliteSynchronous: config.sqlite_synchronous });
-  const base = createBaseContext(config, storage, log, signingKey);
+  const base = createBaseContext(config, storage, log, signingKey, await currentStreamPos(storage.db));
   const ctx = base as Context;
   ctx.tokens = new TokenService(storage.db);
   ctx.accounts = new AccountsService(ctx);

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect, type Compilable, type DialectAdapter, type Transaction } from 'kysely';
 import type { Database } from './schema.js';
 import { runMigrations } from './migrations/index.js';
 import { Lru } from '../server/lru.js';
@@ -53,10 +53,46 @@ export async function openStorage(database: string, opts: { poolSize?: number; s
   return { db, dialect, close: () => db.destroy() };
 }
 
+const NEXT_STREAM_POS = CompiledQuery.raw(`UPDATE counters SET value = value + 1 WHERE name = 'stream' RETURNING value`, []);
+
 /** Allocate the next position in the global stream (inside the caller's transaction). */
 export async function nextStreamPos(tx: Tx): Promise<number> {
-  const row = await sql<{ value: number }>`UPDATE counters SET value = value + 1 WHERE name = 'stream' RETURNING value`.execute(tx);
+  const row = await tx.executeQuery<{ value: number }>(NEXT_STREAM_POS);
   return Number(row.rows[0].value);
+}
+
+/** A query argument's stand-in while a hoisted query is compiled. */
+class Slot {
+  constructor(readonly index: number) {}
+}
+
+/**
+ * A query shape built and compiled once per dialect, then run with fresh
+ * argument values. For the hottest small queries, Kysely's building and
+ * compiling cost as much as the database running them.
+ *
+ * `build` is called once with stand-ins for its arguments: each argument
+ * must go into the query as one bound value (not a list for `in`, not used
+ * to choose the query's shape). Other values in `build` are constants.
+ */
+export function hoist<A extends unknown[], R>(build: (db: Db, ...args: A) => Compilable<R>): (db: Tx, ...args: A) => Promise<R[]> {
+  const byAdapter = new WeakMap<DialectAdapter, { sql: string; params: unknown[] }>();
+  return async (db, ...args) => {
+    const adapter = db.getExecutor().adapter;
+    let shape = byAdapter.get(adapter);
+    if (!shape) {
+      const arity = build.length - 1;
+      const stand = Array.from({ length: arity }, (_, i) => new Slot(i)) as unknown as A;
+      const compiled = build(db as Db, ...stand).compile();
+      const used = new Set(compiled.parameters.filter((p) => p instanceof Slot).map((p) => (p as Slot).index));
+      if (used.size !== arity) throw new Error(`hoisted query uses ${used.size} of its ${arity} arguments as bound values: ${compiled.sql}`);
+      shape = { sql: compiled.sql, params: [...compiled.parameters] };
+      byAdapter.set(adapter, shape);
+    }
+    const params = shape.params.map((p) => (p instanceof Slot ? args[p.index] : p));
+    const res = await db.executeQuery<R>(CompiledQuery.raw(shape.sql, params) as CompiledQuery<R>);
+    return res.rows;
+  };
 }
 
 export async function currentStreamPos(db: Tx): Promise<number> {

@@ -97,7 +97,7 @@ export class PresenceService {
     const now = Date.now();
     const enabled = this.enabled;
     const row = await this.ctx.write(
-      async (tx, alloc) => {
+      async (tx, alloc, onCommit) => {
         const prev = await tx.selectFrom('presence').select(['status_msg', 'last_active_ts']).where('user_id', '=', userId).executeTakeFirst();
         const statusMsg = opts.statusMsg !== undefined ? opts.statusMsg : (prev?.status_msg ?? null);
         const active = opts.active ?? state === 'online';
@@ -107,6 +107,7 @@ export class PresenceService {
           .values({ user_id: userId, state, status_msg: statusMsg, last_active_ts: lastActive, stream_pos: pos })
           .onConflict((oc) => oc.column('user_id').doUpdateSet({ state, status_msg: statusMsg, last_active_ts: lastActive, stream_pos: pos }))
           .execute();
+        onCommit(() => this.ctx.streams.presence.entityChanged(userId, pos));
         const rooms = enabled
           ? await tx.selectFrom('room_members').select('room_id').where('user_id', '=', userId).where('membership', '=', 'join').execute()
           : [];

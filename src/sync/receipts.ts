@@ -1,6 +1,7 @@
 import type { Context } from '../server/services.js';
 import { forbidden, invalidParam, notFound } from '../server/errors.js';
 import { roomIdOf } from '../rooms/timeline.js';
+import { userRoomKey } from '../server/stream-changes.js';
 
 /**
  * Read receipts (m.read, m.read.private, threaded or not) and the fully
@@ -100,7 +101,7 @@ export class ReceiptService {
   private async store(userId: string, roomId: string, receiptType: ReceiptType, eventId: string, threadId: string): Promise<void> {
     const ev = await this.requireEventInRoom(roomId, eventId);
     await this.ctx.write(
-      async (tx, alloc) => {
+      async (tx, alloc, onCommit) => {
         const existing = await tx
           .selectFrom('receipts as r')
           .innerJoin('events as e', 'e.event_id', 'r.event_id')
@@ -118,6 +119,10 @@ export class ReceiptService {
           .values({ room_id: roomId, receipt_type: receiptType, user_id: userId, thread_id: threadId, event_id: eventId, ts, stream_pos: pos })
           .onConflict((oc) => oc.columns(['room_id', 'receipt_type', 'user_id', 'thread_id']).doUpdateSet({ event_id: eventId, ts, stream_pos: pos }))
           .execute();
+        onCommit(() => {
+          this.ctx.streams.receipts.entityChanged(roomId, pos);
+          this.ctx.streams.userReceipts.entityChanged(userRoomKey(userId, roomId), pos);
+        });
         return true;
       },
       // Private receipts only matter to their owner.

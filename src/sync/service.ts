@@ -11,10 +11,11 @@
  * they could see the room or after they left it.
  */
 import { sql } from 'kysely';
+import { hoist } from '../storage/db.js';
 import type { Context } from '../server/services.js';
 import { MatrixError, invalidParam } from '../server/errors.js';
-import { Lru } from '../server/lru.js';
-import { currentStreamPos } from '../storage/db.js';
+import { Lru, WeightedLru } from '../server/lru.js';
+import { userRoomKey } from '../server/stream-changes.js';
 import { EVENT_COLUMNS, rowToStoredEvent } from '../rooms/event-store.js';
 import { splitStateKey, stateKeyOf } from '../rooms/state-store.js';
 import { toClientEvent, toStrippedState } from '../rooms/client-event.js';
@@ -118,8 +119,21 @@ const ROOM_CONCURRENCY = 8;
 /** Above this many stream positions, look for changed rooms room by room instead of scanning the range. */
 const RANGE_SCAN_MAX = 5000;
 const HERO_COUNT = 5;
+/** (user, room) pairs whose history visibility facts are cached, and the most facts held in all. */
+const FACTS_CACHE_SIZE = 20_000;
+const FACTS_CACHE_TOTAL = 200_000;
+/** At most this many users whose presence changed are named in the presence query (more: the query runs as it is). */
+const PRESENCE_NARROW_MAX = 200;
+/** Rooms whose summary data is cached. */
+const SUMMARY_CACHE_SIZE = 10_000;
 /** Stripped state shown with invites and knocks (spec: Stripped state). */
 const STRIPPED_TYPES = ['m.room.create', 'm.room.name', 'm.room.avatar', 'm.room.topic', 'm.room.join_rules', 'm.room.canonical_alias', 'm.room.encryption'];
+
+/** The timeline query without filters (the common case), compiled once. */
+const timelineRange = hoist((db, roomId: string, lo: number, hi: number, limit: number) => db.selectFrom('events').select(EVENT_COLUMNS)
+  .where('room_id', '=', roomId).where('rejected', '=', 0)
+  .where('stream_pos', '>=', lo).where('stream_pos', '<=', hi)
+  .orderBy('stream_pos', 'desc').limit(limit));
 
 function chunks<T>(xs: T[], n = IN_CHUNK): T[][] {
   const out: T[][] = [];
@@ -207,6 +221,22 @@ interface BuildCtx {
   heroes: Map<string, string[]>;
 }
 
+/**
+ * What a room summary is made of, valid while the room's state does not
+ * change after `asOf`. Filled in lazily: `named` and the hero candidates
+ * (the first HERO_COUNT + 1 members, so HERO_COUNT remain without the
+ * syncing user).
+ */
+interface SummaryEntry {
+  asOf: number;
+  joined: number;
+  invited: number;
+  group: number | undefined;
+  named?: boolean;
+  active?: string[];
+  departed?: string[];
+}
+
 interface BuiltRoom {
   timeline: TimelineBatch;
   state: ClientEvent[];
@@ -215,8 +245,18 @@ interface BuiltRoom {
 export class SyncService {
   private filterCache = new Lru<string, CompiledFilter>(1000);
   private extensions: SyncExtension[] = [];
+  /** History visibility facts per `userRoomKey` (see loadAccess). */
+  private factsCache = new WeightedLru<string, { facts: VisibilityFacts; asOf: number }>(
+    FACTS_CACHE_SIZE, FACTS_CACHE_TOTAL, (e) => 1 + e.facts.historyVisibility.length + e.facts.membership.length);
+  /** Member counts, state group, name and hero candidates per room (see summaries). */
+  private summaryCache = new Lru<string, SummaryEntry>(SUMMARY_CACHE_SIZE);
 
-  constructor(private readonly ctx: Context) {}
+  constructor(private readonly ctx: Context) {
+    ctx.streams.onReset(() => {
+      this.factsCache.clear();
+      this.summaryCache.clear();
+    });
+  }
 
   registerExtension(ext: SyncExtension): void {
     this.extensions.push(ext);
@@ -309,12 +349,13 @@ export class SyncService {
 
   async compute(o: { userId: string; deviceId: string; filter: CompiledFilter; since?: SyncToken; fullState?: boolean }): Promise<{ body: SyncResponse; hasData: boolean }> {
     const { userId, deviceId, filter } = o;
-    const db = this.ctx.storage.db;
     const typing = this.ctx.ephemeral.typing;
     // Read the typing serial before anything else: a change during the
     // computation is then sent (again) next time rather than lost.
     const typingSerial = typing.serial;
-    const to = await currentStreamPos(db);
+    // The committed stream head. Every change up to it is recorded in the
+    // stream change caches (ctx.write), which the reads below rely on.
+    const to = this.ctx.notifier.position;
     const since = o.since ? { pos: Math.min(o.since.pos, to), typing: typing.normalise(o.since.typing) } : undefined;
     const sincePos = since?.pos;
     const initial = since === undefined;
@@ -339,8 +380,9 @@ export class SyncService {
     const roomAccountData = await this.roomAccountData(userId, sincePos, to);
     // Receipts likewise.
     const wantReceipts = filter.ephemeral.allowsType('m.receipt');
-    const receipts = wantReceipts
-      ? await this.ctx.ephemeral.receipts.forRooms(userId, joinedIds, sincePos, to)
+    const receiptRooms = sincePos === undefined ? joinedIds : this.ctx.streams.receipts.changedAmong(joinedIds, sincePos);
+    const receipts = wantReceipts && receiptRooms.length
+      ? await this.ctx.ephemeral.receipts.forRooms(userId, receiptRooms, sincePos, to)
       : new Map<string, ReceiptContent>();
 
     // Which joined rooms to build.
@@ -453,12 +495,10 @@ export class SyncService {
 
   /** The user's membership in every room, as of stream position `to`. */
   async memberships(userId: string, to: number): Promise<MemberRow[]> {
-    const rows = await this.ctx.storage.db.selectFrom('room_members')
-      .select(['room_id', 'membership', 'event_id', 'stream_pos', 'forgotten'])
-      .where('user_id', '=', userId).execute();
+    const rows = await this.ctx.rooms.memberRowsOf(userId);
     const out: MemberRow[] = [];
     for (const r of rows) {
-      let row: MemberRow = { roomId: r.room_id, membership: r.membership, eventId: r.event_id, pos: Number(r.stream_pos), forgotten: !!r.forgotten };
+      let row: MemberRow = { roomId: r.room_id, membership: r.membership, eventId: r.event_id, pos: r.stream_pos, forgotten: r.forgotten };
       if (row.pos > to) {
         // Changed after our snapshot: use the membership as of `to`.
         // (No stream_pos condition in SQL: it would steer SQLite to the wrong index.)
@@ -478,9 +518,35 @@ export class SyncService {
 
   /** History visibility of the user in many rooms, batched (see loadVisibilityFacts). */
   async loadAccess(userId: string, roomIds: string[], to: number): Promise<Map<string, RoomAccess>> {
-    const facts = await loadVisibilityFacts(this.ctx.storage.db, userId, roomIds, to);
     const out = new Map<string, RoomAccess>();
-    for (const [roomId, f] of facts) out.set(roomId, { oracle: new HistoryVisibilityOracle(userId, f), memberships: f.membership });
+    const use = (roomId: string, f: VisibilityFacts) => {
+      const bounded: VisibilityFacts = {
+        historyVisibility: f.historyVisibility.filter((h) => h.pos <= to),
+        membership: f.membership.filter((m) => m.pos <= to),
+      };
+      out.set(roomId, { oracle: new HistoryVisibilityOracle(userId, bounded), memberships: bounded.membership });
+    };
+    // Cached facts (all of them, bounded by `to` above) hold while the room's
+    // state (history visibility, the user's member events) did not change
+    // after they were read. Only for a `to` whose changes are all recorded.
+    const cacheable = to <= this.ctx.notifier.position;
+    const roomState = this.ctx.streams.roomState;
+    const missing: string[] = [];
+    for (const roomId of new Set(roomIds)) {
+      const hit = cacheable ? this.factsCache.get(userRoomKey(userId, roomId)) : undefined;
+      if (hit && !roomState.hasEntityChanged(roomId, hit.asOf)) use(roomId, hit.facts);
+      else missing.push(roomId);
+    }
+    if (!missing.length) return out;
+    if (!cacheable) {
+      for (const [roomId, f] of await loadVisibilityFacts(this.ctx.storage.db, userId, missing, to)) use(roomId, f);
+      return out;
+    }
+    const asOf = this.ctx.notifier.position;
+    for (const [roomId, f] of await loadVisibilityFacts(this.ctx.storage.db, userId, missing)) {
+      this.factsCache.set(userRoomKey(userId, roomId), { facts: f, asOf });
+      use(roomId, f);
+    }
     return out;
   }
 
@@ -488,6 +554,10 @@ export class SyncService {
   private async roomsWithEvents(roomIds: string[], since: number, to: number): Promise<Set<string>> {
     const out = new Set<string>();
     if (to <= since || roomIds.length === 0) return out;
+    // Rooms whose last event may be after `since` (one after `to` too: such a
+    // room is built and found empty).
+    const events = this.ctx.streams.events;
+    if (since >= events.earliestKnown) return new Set(events.changedAmong(roomIds, since));
     const db = this.ctx.storage.db;
     if (to - since <= RANGE_SCAN_MAX) {
       const wanted = new Set(roomIds);
@@ -634,20 +704,24 @@ export class SyncService {
       let hi = b;
       let batch = Math.min(MAX_BATCH, m.isEmpty ? want : Math.max(want, 50));
       for (;;) {
-        let q = db.selectFrom('events').select(EVENT_COLUMNS)
-          .where('room_id', '=', roomId).where('rejected', '=', 0)
-          .where('stream_pos', '>=', a).where('stream_pos', '<=', hi);
-        if (m.exactTypes) q = q.where('type', 'in', m.exactTypes);
-        else if (m.typePatterns && m.typePatterns.length <= 50) {
-          const pats = m.typePatterns.map(likePattern);
-          q = q.where((eb) => eb.or(pats.map((pat) => sql<boolean>`${eb.ref('type')} LIKE ${pat} ESCAPE '!'`)));
+        let evs: StoredEvent[];
+        if (!m.exactTypes && !m.typePatterns?.length && !m.exactNotTypes?.length && !m.senderList && !m.notSenderList?.length) {
+          evs = await this.eventsInRange(roomId, a, hi, batch);
+        } else {
+          let q = db.selectFrom('events').select(EVENT_COLUMNS)
+            .where('room_id', '=', roomId).where('rejected', '=', 0)
+            .where('stream_pos', '>=', a).where('stream_pos', '<=', hi);
+          if (m.exactTypes) q = q.where('type', 'in', m.exactTypes);
+          else if (m.typePatterns && m.typePatterns.length <= 50) {
+            const pats = m.typePatterns.map(likePattern);
+            q = q.where((eb) => eb.or(pats.map((pat) => sql<boolean>`${eb.ref('type')} LIKE ${pat} ESCAPE '!'`)));
+          }
+          if (m.exactNotTypes && m.exactNotTypes.length <= 200) q = q.where('type', 'not in', m.exactNotTypes);
+          if (m.senderList && m.senderList.length <= 200) q = q.where('sender', 'in', m.senderList);
+          if (m.notSenderList?.length && m.notSenderList.length <= 200) q = q.where('sender', 'not in', m.notSenderList);
+          evs = (await q.orderBy('stream_pos', 'desc').limit(batch).execute()).map(rowToStoredEvent);
         }
-        if (m.exactNotTypes && m.exactNotTypes.length <= 200) q = q.where('type', 'not in', m.exactNotTypes);
-        if (m.senderList && m.senderList.length <= 200) q = q.where('sender', 'in', m.senderList);
-        if (m.notSenderList?.length && m.notSenderList.length <= 200) q = q.where('sender', 'not in', m.notSenderList);
-        const rows = await q.orderBy('stream_pos', 'desc').limit(batch).execute();
-        for (const row of rows) {
-          const ev = rowToStoredEvent(row);
+        for (const ev of evs) {
           scanned++;
           if (m.matches(ev.pdu)) {
             out.push(ev);
@@ -660,8 +734,8 @@ export class SyncService {
             complete = false;
           }
         }
-        if (rows.length < batch) break;
-        hi = Number(rows[rows.length - 1].stream_pos) - 1;
+        if (evs.length < batch) break;
+        hi = evs[evs.length - 1].streamPos - 1;
         if (hi < a) break;
         if (scanned >= SCAN_CAP) {
           capped = true;
@@ -674,6 +748,23 @@ export class SyncService {
     if (limited) complete = false;
     const tailComplete = m.isEmpty && rangesUsed <= 1 && (ranges.length === 0 || ranges[0][1] === upper);
     return { events: out.slice(0, limit).reverse(), limited, complete, tailComplete };
+  }
+
+  /**
+   * The room's newest `limit` accepted events in [lo, hi], newest first:
+   * from the recent events and the event cache when they cover the range,
+   * else from the database.
+   */
+  private async eventsInRange(roomId: string, lo: number, hi: number, limit: number): Promise<StoredEvent[]> {
+    if (hi <= this.ctx.notifier.position) {
+      const ids = this.ctx.rooms.recent.range(roomId, lo, hi, limit);
+      if (ids) {
+        if (!ids.length) return [];
+        const evs = await this.ctx.rooms.events.getMany(ids);
+        if (evs.length === ids.length) return evs;
+      }
+    }
+    return (await timelineRange(this.ctx.storage.db, roomId, lo, hi, limit)).map(rowToStoredEvent);
   }
 
   // ------------------------------------------------------------ formatting
@@ -723,6 +814,7 @@ export class SyncService {
 
   /** Room account data per room: everything (initial) or what changed in (since, to]. */
   private async roomAccountData(userId: string, since: number | undefined, to: number): Promise<Map<string, BasicEvent[]>> {
+    if (since !== undefined && !this.ctx.streams.accountData.hasEntityChanged(userId, since)) return new Map();
     let q = this.ctx.storage.db.selectFrom('account_data').select(['room_id', 'type', 'content'])
       .where('user_id', '=', userId).where('room_id', '!=', '').where('stream_pos', '<=', to);
     if (since !== undefined) q = q.where('stream_pos', '>', since);
@@ -736,6 +828,7 @@ export class SyncService {
   }
 
   async globalAccountData(userId: string, m: EventMatcher, since: number | undefined, to: number): Promise<BasicEvent[]> {
+    if (since !== undefined && !this.ctx.streams.accountData.hasEntityChanged(userId, since)) return [];
     let q = this.ctx.storage.db.selectFrom('account_data').select(['type', 'content'])
       .where('user_id', '=', userId).where('room_id', '=', '').where('stream_pos', '<=', to);
     if (since !== undefined) q = q.where('stream_pos', '>', since);
@@ -756,20 +849,31 @@ export class SyncService {
   async presenceEvents(userId: string, m: EventMatcher, since: number | undefined, to: number, newRooms: string[] = []): Promise<BasicEvent[]> {
     if (!this.ctx.config.presence_enabled || !m.allowsType('m.presence')) return [];
     const db = this.ctx.storage.db;
-    let q = db.selectFrom('presence as p')
-      .leftJoin('users as u', 'u.user_id', 'p.user_id')
-      .select(['p.user_id', 'p.state', 'p.status_msg', 'p.last_active_ts', 'u.displayname', 'u.avatar_url'])
-      .where('p.stream_pos', '<=', to)
-      .where((eb) => eb.or([
-        eb('p.user_id', '=', userId),
-        eb.exists(eb.selectFrom('room_members as b')
-          .innerJoin('room_members as a', 'a.room_id', 'b.room_id')
-          .select(sql<number>`1`.as('one'))
-          .whereRef('b.user_id', '=', 'p.user_id').where('b.membership', '=', 'join')
-          .where('a.user_id', '=', userId).where('a.membership', '=', 'join')),
-      ]));
-    q = since !== undefined ? q.where('p.stream_pos', '>', since) : q.where('p.state', '!=', 'offline');
-    const rows = (await q.orderBy('p.stream_pos', 'desc').limit(5000).execute()).reverse();
+    // Incremental: only users whose presence changed after `since` can have a
+    // row in range. Skip the query when the change cache knows there are none,
+    // and narrow it to them when it knows there are few.
+    let changedUsers: string[] | undefined;
+    if (since !== undefined && to <= this.ctx.notifier.position) {
+      changedUsers = this.ctx.streams.presence.allChangedSince(since, PRESENCE_NARROW_MAX);
+    }
+    const query = () => {
+      let q = db.selectFrom('presence as p')
+        .leftJoin('users as u', 'u.user_id', 'p.user_id')
+        .select(['p.user_id', 'p.state', 'p.status_msg', 'p.last_active_ts', 'u.displayname', 'u.avatar_url'])
+        .where('p.stream_pos', '<=', to)
+        .where((eb) => eb.or([
+          eb('p.user_id', '=', userId),
+          eb.exists(eb.selectFrom('room_members as b')
+            .innerJoin('room_members as a', 'a.room_id', 'b.room_id')
+            .select(sql<number>`1`.as('one'))
+            .whereRef('b.user_id', '=', 'p.user_id').where('b.membership', '=', 'join')
+            .where('a.user_id', '=', userId).where('a.membership', '=', 'join')),
+        ]));
+      q = since !== undefined ? q.where('p.stream_pos', '>', since) : q.where('p.state', '!=', 'offline');
+      if (changedUsers?.length) q = q.where('p.user_id', 'in', changedUsers);
+      return q.orderBy('p.stream_pos', 'desc').limit(5000).execute();
+    };
+    const rows = changedUsers?.length === 0 ? [] : (await query()).reverse();
     if (since !== undefined && newRooms.length) {
       const seen = new Set(rows.map((r) => r.user_id));
       for (const part of chunks(newRooms)) {
@@ -802,44 +906,70 @@ export class SyncService {
     const out = new Map<string, JoinedRoomSync['summary']>();
     if (!roomIds.length) return out;
     const db = this.ctx.storage.db;
-    for (const id of roomIds) out.set(id, { 'm.joined_member_count': 0, 'm.invited_member_count': 0 });
-    const groups = new Map<string, number>();
-    for (const part of chunks(roomIds)) {
-      const counts = await db.selectFrom('room_members')
-        .select(['room_id', 'membership', (eb) => eb.fn.countAll<number>().as('n')])
-        .where('room_id', 'in', part).where('membership', 'in', ['join', 'invite'])
-        .groupBy(['room_id', 'membership']).execute();
-      for (const c of counts) {
-        const s = out.get(c.room_id)!;
-        if (c.membership === 'join') s['m.joined_member_count'] = Number(c.n);
-        else s['m.invited_member_count'] = Number(c.n);
+    // Everything here is read from the room's current state and membership,
+    // so a cached entry holds until the room's state changes.
+    const roomState = this.ctx.streams.roomState;
+    const entries = new Map<string, SummaryEntry>();
+    const missing: string[] = [];
+    for (const id of roomIds) {
+      const hit = this.summaryCache.get(id);
+      if (hit && !roomState.hasEntityChanged(id, hit.asOf)) entries.set(id, hit);
+      else missing.push(id);
+    }
+    if (missing.length) {
+      const asOf = this.ctx.notifier.position;
+      const fresh = new Map<string, SummaryEntry>();
+      for (const id of missing) fresh.set(id, { asOf, joined: 0, invited: 0, group: undefined });
+      for (const part of chunks(missing)) {
+        const counts = await db.selectFrom('room_members')
+          .select(['room_id', 'membership', (eb) => eb.fn.countAll<number>().as('n')])
+          .where('room_id', 'in', part).where('membership', 'in', ['join', 'invite'])
+          .groupBy(['room_id', 'membership']).execute();
+        for (const c of counts) {
+          const e = fresh.get(c.room_id)!;
+          if (c.membership === 'join') e.joined = Number(c.n);
+          else e.invited = Number(c.n);
+        }
+        const rooms = await db.selectFrom('rooms').select(['room_id', 'current_state_group']).where('room_id', 'in', part).execute();
+        for (const r of rooms) if (r.current_state_group != null) fresh.get(r.room_id)!.group = Number(r.current_state_group);
       }
-      const rooms = await db.selectFrom('rooms').select(['room_id', 'current_state_group']).where('room_id', 'in', part).execute();
-      for (const r of rooms) if (r.current_state_group != null) groups.set(r.room_id, Number(r.current_state_group));
+      for (const [id, e] of fresh) {
+        this.summaryCache.set(id, e);
+        entries.set(id, e);
+      }
+    }
+    for (const id of roomIds) {
+      const e = entries.get(id)!;
+      out.set(id, { 'm.joined_member_count': e.joined, 'm.invited_member_count': e.invited });
     }
     // Heroes only for rooms without a name or canonical alias.
     await mapLimit(roomIds, ROOM_CONCURRENCY, async (roomId) => {
-      const g = groups.get(roomId);
-      const ids = g === undefined ? new Map<string, string>() : await this.ctx.rooms.state.groupIds(g);
-      const nameId = ids.get(stateKeyOf('m.room.name', ''));
-      const aliasId = ids.get(stateKeyOf('m.room.canonical_alias', ''));
-      if (nameId || aliasId) {
-        const evs = await this.ctx.rooms.events.getMany([nameId, aliasId].filter((x): x is string => !!x));
-        const named = evs.some((e) => (e.pdu.type === 'm.room.name' && typeof e.pdu.content.name === 'string' && e.pdu.content.name !== '')
-          || (e.pdu.type === 'm.room.canonical_alias' && typeof e.pdu.content.alias === 'string' && e.pdu.content.alias !== ''));
-        if (named) return;
-      }
-      let heroes = await db.selectFrom('room_members').select('user_id')
-        .where('room_id', '=', roomId).where('user_id', '!=', userId).where('membership', 'in', ['join', 'invite'])
-        .orderBy('stream_pos').limit(HERO_COUNT).execute();
+      const e = entries.get(roomId)!;
+      if (e.named === undefined) e.named = await this.isNamed(e.group);
+      if (e.named) return;
+      const candidates = async (memberships: string[]) => (await db.selectFrom('room_members').select('user_id')
+        .where('room_id', '=', roomId).where('membership', 'in', memberships)
+        .orderBy('stream_pos').limit(HERO_COUNT + 1).execute()).map((r) => r.user_id);
+      e.active ??= await candidates(['join', 'invite']);
+      let heroes = e.active.filter((u) => u !== userId).slice(0, HERO_COUNT);
       if (!heroes.length) {
-        heroes = await db.selectFrom('room_members').select('user_id')
-          .where('room_id', '=', roomId).where('user_id', '!=', userId).where('membership', 'in', ['leave', 'ban'])
-          .orderBy('stream_pos').limit(HERO_COUNT).execute();
+        e.departed ??= await candidates(['leave', 'ban']);
+        heroes = e.departed.filter((u) => u !== userId).slice(0, HERO_COUNT);
       }
-      out.get(roomId)!['m.heroes'] = heroes.map((h) => h.user_id);
+      out.get(roomId)!['m.heroes'] = heroes;
     });
     return out;
+  }
+
+  /** Whether the state group gives the room a name or a canonical alias. */
+  private async isNamed(group: number | undefined): Promise<boolean> {
+    const ids = group === undefined ? new Map<string, string>() : await this.ctx.rooms.state.groupIds(group);
+    const nameId = ids.get(stateKeyOf('m.room.name', ''));
+    const aliasId = ids.get(stateKeyOf('m.room.canonical_alias', ''));
+    if (!nameId && !aliasId) return false;
+    const evs = await this.ctx.rooms.events.getMany([nameId, aliasId].filter((x): x is string => !!x));
+    return evs.some((e) => (e.pdu.type === 'm.room.name' && typeof e.pdu.content.name === 'string' && e.pdu.content.name !== '')
+      || (e.pdu.type === 'm.room.canonical_alias' && typeof e.pdu.content.alias === 'string' && e.pdu.content.alias !== ''));
   }
 
   /**

@@ -23,6 +23,7 @@
  * Uses raw fetch (not matrix-js-sdk) so the load generator stays light.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
 
 /** Extra node flags for the server, e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile it. */
 const extraNodeArgs = () => (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
@@ -276,6 +277,8 @@ async function deliveryLatency(users: User[], roomOf: string[], membersOf: Map<s
   let limitedResponses = 0;
   let stop = false;
   const aborter = new AbortController();
+  // Every long-poll listens on this one signal; undici keeps a listener per request made with it.
+  setMaxListeners(0, aborter.signal);
 
   // Initial sync for everyone to get a since token (not measured here).
   step(`initial /sync for ${users.length} users`);

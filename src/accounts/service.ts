@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Context } from '../server/services.js';
+import type { OnCommit } from '../server/context.js';
 import { MatrixError, forbidden, missingParam, notFound } from '../server/errors.js';
 import type { Tx } from '../storage/db.js';
 import type { Requester } from './tokens.js';
@@ -63,6 +64,8 @@ export type DevicesDeletedHook = (
   alloc: () => Promise<number>,
   userId: string,
   deviceIds: string[],
+  /** Run after commit (e.g. record changes in ctx.streams). */
+  onCommit: OnCommit,
 ) => Promise<Iterable<string> | void>;
 
 /** Runs after an account is deactivated (tokens revoked, rooms left). */
@@ -392,7 +395,7 @@ export class AccountsService {
   async deleteDevices(userId: string, deviceIds: string[] | undefined): Promise<void> {
     if (deviceIds && deviceIds.length === 0) return;
     const wake = new Set<string>();
-    const revoked = await this.ctx.write(async (tx, alloc) => {
+    const revoked = await this.ctx.write(async (tx, alloc, onCommit) => {
       let q = tx.selectFrom('devices').select('device_id').where('user_id', '=', userId);
       if (deviceIds) q = q.where('device_id', 'in', deviceIds);
       const ids = (await q.execute()).map((r) => r.device_id);
@@ -405,7 +408,7 @@ export class AccountsService {
       if (ids.length) {
         await tx.deleteFrom('devices').where('user_id', '=', userId).where('device_id', 'in', ids).execute();
         for (const hook of this.devicesDeletedHooks) {
-          const keys = await hook(tx, alloc, userId, ids);
+          const keys = await hook(tx, alloc, userId, ids, onCommit);
           if (keys) for (const k of keys) wake.add(k);
         }
       }

@@ -57,6 +57,9 @@ export const OPTIONS = [
   // ---- rooms
   { section: 'Rooms', key: 'default_room_version', kind: 'string', default: '12',
     help: 'Room version for new rooms when the client does not ask for one (the spec recommends 12).' },
+  { section: 'Rooms', key: 'encryption_enabled_by_default_for_room_type', kind: 'string', default: 'off',
+    help: "Turn on end-to-end encryption (m.room.encryption, megolm) in new rooms. 'off': never; 'invite': rooms created with the private_chat or trusted_private_chat preset; 'all': every new room. A creator's own m.room.encryption in initial_state wins.",
+    check: (v: string) => (['off', 'invite', 'all'].includes(v) ? undefined : 'must be off, invite or all') },
 
   // ---- .well-known
   { section: 'Well-known', key: 'well_known_client', kind: 'string', default: '',

@@ -120,6 +120,10 @@ export async function createRoom(ctx: Context, userId: string, body: CreateRoomB
     ['m.room.history_visibility', { history_visibility: p.history_visibility }],
     ['m.room.guest_access', { guest_access: p.guest_access }],
   ];
+  const encryptByDefault = ctx.config.encryption_enabled_by_default_for_room_type;
+  if (encryptByDefault === 'all' || (encryptByDefault === 'invite' && preset !== 'public_chat')) {
+    presetEvents.push(['m.room.encryption', { algorithm: 'm.megolm.v1.aes-sha2' }]);
+  }
   for (const [type, content] of presetEvents) {
     if (!overridden.has(`${type}|`)) await send({ type, stateKey: '', content });
   }

@@ -5,6 +5,9 @@ import { registerAccountRoutes } from '../accounts/routes.js';
 import { registerRoomRoutes } from '../rooms/routes.js';
 import { registerSyncRoutes } from '../sync/routes.js';
 import { registerPushRoutes } from '../push/routes.js';
+import { registerToDeviceRoutes } from '../e2ee/to-device-routes.js';
+import { registerKeysRoutes } from '../e2ee/keys-routes.js';
+import { registerKeyBackupRoutes } from '../e2ee/key-backup-routes.js';
 
 /** Every domain contributes its routes here. */
 export async function registerAllRoutes(app: FastifyInstance, ctx: Context): Promise<void> {
@@ -13,4 +16,7 @@ export async function registerAllRoutes(app: FastifyInstance, ctx: Context): Pro
   registerRoomRoutes(app, ctx);
   registerSyncRoutes(app, ctx);
   registerPushRoutes(app, ctx);
+  registerToDeviceRoutes(app, ctx);
+  registerKeysRoutes(app, ctx);
+  registerKeyBackupRoutes(app, ctx);
 }

@@ -9,6 +9,9 @@ import { RoomsService } from '../rooms/service.js';
 import { SyncService } from '../sync/service.js';
 import { EphemeralService } from '../sync/ephemeral.js';
 import { PushService } from '../push/service.js';
+import { ToDeviceService } from '../e2ee/to-device.js';
+import { KeysService } from '../e2ee/keys.js';
+import { KeyBackupService } from '../e2ee/key-backup.js';
 
 /** The full context: base plumbing plus one service per domain. */
 export interface Context extends BaseContext {
@@ -20,6 +23,12 @@ export interface Context extends BaseContext {
   ephemeral: EphemeralService;
   /** Push rules, pushers, notification counts. */
   push: PushService;
+  /** End-to-end keys, cross-signing, device lists. */
+  keys: KeysService;
+  /** Server-side key backups (room_keys). */
+  keyBackup: KeyBackupService;
+  /** Send-to-device messages and MSC3814 dehydrated devices. */
+  toDevice: ToDeviceService;
   close(): Promise<void>;
 }
 
@@ -34,6 +43,9 @@ export async function createContext(config: Config, log: Logger): Promise<Contex
   ctx.sync = new SyncService(ctx);
   ctx.ephemeral = new EphemeralService(ctx);
   ctx.push = new PushService(ctx);
+  ctx.keys = new KeysService(ctx);
+  ctx.keyBackup = new KeyBackupService(ctx);
+  ctx.toDevice = new ToDeviceService(ctx);
   ctx.close = async () => {
     ctx.notifier.wakeAll();
     ctx.ephemeral.stop();

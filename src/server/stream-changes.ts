@@ -137,6 +137,11 @@ export class StreamChanges {
   readonly presence: StreamChangeCache;
   /** Push actions (notification counts), by `userRoomKey(user, room)`. */
   readonly pushActions: StreamChangeCache;
+  /** Device lists (devices, device keys, cross-signing keys), by the changed user's id. */
+  readonly deviceLists: StreamChangeCache;
+
+  /** To-device messages, by `userRoomKey(user, device)` of the recipient device. */
+  readonly toDevice: StreamChangeCache;
 
   private readonly all: StreamChangeCache[];
   private readonly resetListeners: Array<() => void> = [];
@@ -150,7 +155,9 @@ export class StreamChanges {
     this.userReceipts = make('user_receipts');
     this.presence = make('presence');
     this.pushActions = make('push_actions');
-    this.all = [this.events, this.roomState, this.accountData, this.receipts, this.userReceipts, this.presence, this.pushActions];
+    this.deviceLists = make('device_lists');
+    this.toDevice = make('to_device');
+    this.all = [this.events, this.roomState, this.accountData, this.receipts, this.userReceipts, this.presence, this.pushActions, this.deviceLists, this.toDevice];
   }
 
   /** Called by `reset`: caches that are invalidated other than by position drop everything. */

@@ -143,4 +143,62 @@ export interface Database {
     device_id: string | null;
     created_ts: number;
   };
+  /** Server-side key backup versions (per user; deleted ones are kept, marked). */
+  e2e_room_keys_versions: {
+    user_id: string;
+    version: number;
+    algorithm: string;
+    /** JSON object. */
+    auth_data: string;
+    /** Bumped whenever the version's stored keys change. */
+    etag: number;
+    deleted: number;
+    created_ts: number;
+  };
+  /** Backed-up megolm session keys. */
+  e2e_room_keys: {
+    user_id: string;
+    version: number;
+    room_id: string;
+    session_id: string;
+    first_message_index: number;
+    forwarded_count: number;
+    is_verified: number;
+    /** JSON object (algorithm-dependent, encrypted by the client). */
+    session_data: string;
+  };
+  /** E2EE (src/e2ee/keys.ts): a device's signed identity keys (JSON as uploaded). */
+  e2e_device_keys: { user_id: string; device_id: string; key_json: string; ts: number };
+  /** Unclaimed one-time keys; `key_id` without the algorithm. */
+  e2e_one_time_keys: { user_id: string; device_id: string; algorithm: string; key_id: string; key_json: string; ts: number };
+  /** The fallback key per device and algorithm. */
+  e2e_fallback_keys: { user_id: string; device_id: string; algorithm: string; key_id: string; key_json: string; used: number };
+  /** Cross-signing keys: key_type 'master' | 'self_signing' | 'user_signing'. */
+  e2e_cross_signing_keys: { user_id: string; key_type: string; public_key: string; key_json: string; stream_pos: number };
+  /** Signatures uploaded through /keys/signatures/upload; target_key_id is a device id or a master public key. */
+  e2e_signatures: { target_user_id: string; target_key_id: string; signer_user_id: string; signer_key_id: string; signature: string };
+  /** One row per change of a user's devices, device keys or cross-signing keys. */
+  device_list_changes: { user_id: string; stream_pos: number };
+  /** Pending to-device messages, deleted once the recipient device acknowledges them (e2ee/to-device.ts). */
+  to_device_messages: {
+    user_id: string;
+    device_id: string;
+    stream_pos: number;
+    sender: string;
+    type: string;
+    /** JSON object. */
+    content: string;
+  };
+  /** Transaction ids of to-device sends, per sending device (idempotency). */
+  to_device_txns: { user_id: string; device_id: string; txn_id: string; created_ts: number };
+  /** MSC3814: at most one dehydrated device per user (also a row in `devices`). */
+  dehydrated_devices: {
+    user_id: string;
+    device_id: string;
+    /** JSON object, opaque to the server. */
+    device_data: string;
+    /** JSON {device_keys?, one_time_keys?, fallback_keys?} as uploaded with the device, or null. */
+    keys: string | null;
+    created_ts: number;
+  };
 }

@@ -91,6 +91,8 @@ export type SyncExtension = (args: {
   since: number | undefined;
   to: number;
   body: SyncResponse;
+  /** The parsed `since` token as the client sent it (e.g. its to-device part); undefined on an initial sync. */
+  sinceToken?: SyncToken;
 }) => Promise<boolean>;
 
 export interface SyncRequest {
@@ -486,7 +488,7 @@ export class SyncService {
     if (body.account_data.events.length || body.presence.events.length) hasData = true;
 
     for (const ext of this.extensions) {
-      if (await ext({ userId, deviceId, since: sincePos, to, body })) hasData = true;
+      if (await ext({ userId, deviceId, since: sincePos, to, body, sinceToken: o.since })) hasData = true;
     }
     return { body, hasData };
   }

@@ -3,7 +3,8 @@ import { invalidParam } from '../server/errors.js';
 /**
  * Stream tokens.
  *
- * - Sync tokens (`next_batch`, `/events` `end`): `s<streamPos>_<typingSerial>`.
+ * - Sync tokens (`next_batch`, `/events` `end`): `s<streamPos>_<typingSerial>`,
+ *   plus `_<toDevicePos>` when a capped to-device batch is behind streamPos.
  *   The global stream position covers every persisted syncable row; typing
  *   is in memory and has its own serial, which restarts at 0 with the
  *   process (a token from before a restart is detected by its serial being
@@ -17,6 +18,12 @@ import { invalidParam } from '../server/errors.js';
 export interface SyncToken {
   pos: number;
   typing: number;
+  /**
+   * To-device position, when behind `pos`: a capped to-device batch left
+   * messages after it to deliver next time (e2ee/to-device.ts). Absent
+   * means `pos`.
+   */
+  toDevice?: number;
 }
 
 const MAX = Number.MAX_SAFE_INTEGER;
@@ -27,8 +34,8 @@ function toInt(s: string): number | undefined {
   return n <= MAX ? n : undefined;
 }
 
-export function makeSyncToken(pos: number, typing: number): string {
-  return `s${pos}_${typing}`;
+export function makeSyncToken(pos: number, typing: number, toDevice?: number): string {
+  return toDevice === undefined || toDevice >= pos ? `s${pos}_${typing}` : `s${pos}_${typing}_${toDevice}`;
 }
 
 /**
@@ -36,11 +43,14 @@ export function makeSyncToken(pos: number, typing: number): string {
  * fields (from a later token format) are ignored.
  */
 export function parseSyncToken(token: string): SyncToken {
-  const m = /^s(\d+)(?:_(\d+))?((?:_\d+)*)$/.exec(token);
+  const m = /^s(\d+)(?:_(\d+))?(?:_(\d+))?((?:_\d+)*)$/.exec(token);
   const pos = m ? toInt(m[1]) : undefined;
   const typing = m ? (m[2] === undefined ? 0 : toInt(m[2])) : undefined;
-  if (pos === undefined || typing === undefined) throw invalidParam(`Invalid sync token: ${token.slice(0, 100)}`);
-  return { pos, typing };
+  const toDevice = m && m[3] !== undefined ? toInt(m[3]) : undefined;
+  if (pos === undefined || typing === undefined || (m![3] !== undefined && toDevice === undefined)) {
+    throw invalidParam(`Invalid sync token: ${token.slice(0, 100)}`);
+  }
+  return toDevice === undefined || toDevice >= pos ? { pos, typing } : { pos, typing, toDevice };
 }
 
 export function makeRoomToken(pos: number): string {

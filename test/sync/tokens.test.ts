@@ -15,6 +15,15 @@ test('sync tokens round-trip', () => {
 test('sync tokens: missing typing part is 0, later extra parts are ignored', () => {
   assert.deepEqual(parseSyncToken('s5'), { pos: 5, typing: 0 });
   assert.deepEqual(parseSyncToken('s5_3_9_1'), { pos: 5, typing: 3 });
+  assert.deepEqual(parseSyncToken('s5_3_2_1'), { pos: 5, typing: 3, toDevice: 2 });
+});
+
+test('sync tokens: optional to-device part, only when behind the stream position', () => {
+  assert.equal(makeSyncToken(42, 7, 40), 's42_7_40');
+  assert.equal(makeSyncToken(42, 7, 42), 's42_7');
+  assert.equal(makeSyncToken(42, 7, undefined), 's42_7');
+  assert.deepEqual(parseSyncToken('s42_7_40'), { pos: 42, typing: 7, toDevice: 40 });
+  assert.deepEqual(parseSyncToken('s42_7_50'), { pos: 42, typing: 7 });
 });
 
 test('malformed sync tokens are M_INVALID_PARAM', () => {

@@ -14,8 +14,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
-import { registerUser, testEngine, testPostgresAdminUrl } from './harness.js';
+import { adminQuery, registerUser, testEngine, testPostgresAdminUrl } from './harness.js';
 import { Api, enc, freePort, login, request, waitFor } from './util.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -28,15 +27,6 @@ interface Child {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-async function adminQuery(text: string): Promise<void> {
-  const client = new pg.Client({ connectionString: testPostgresAdminUrl(), connectionTimeoutMillis: 5000 });
-  await client.connect();
-  try {
-    await client.query(text);
-  } finally {
-    await client.end();
-  }
-}
 
 /** Start `node --import tsx src/main.ts serve` and wait until it answers /versions. */
 async function spawnServer(env: Record<string, string>): Promise<Child> {

@@ -46,7 +46,8 @@ function withDatabase(url: string, dbName: string): string {
   return u.toString();
 }
 
-async function adminQuery(text: string): Promise<void> {
+/** Run one statement against the PostgreSQL admin database (CREATE/DROP DATABASE). */
+export async function adminQuery(text: string): Promise<void> {
   const client = new pg.Client({ connectionString: testPostgresAdminUrl(), connectionTimeoutMillis: 5000 });
   await client.connect();
   try {

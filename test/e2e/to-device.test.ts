@@ -13,8 +13,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
-import { startTestServer, registerUser, testEngine, testPostgresAdminUrl, type RegisteredUser, type TestServer } from './harness.js';
+import { adminQuery, startTestServer, registerUser, testEngine, testPostgresAdminUrl, type RegisteredUser, type TestServer } from './harness.js';
 import { Api, enc, login } from './util.js';
 
 const PASSWORD = 'to-device password';
@@ -295,15 +294,6 @@ describe('send-to-device across a restart', { timeout: 120_000 }, () => {
   let dbName: string | undefined;
   let server: TestServer | undefined;
 
-  const adminQuery = async (text: string) => {
-    const client = new pg.Client({ connectionString: testPostgresAdminUrl(), connectionTimeoutMillis: 5000 });
-    await client.connect();
-    try {
-      await client.query(text);
-    } finally {
-      await client.end();
-    }
-  };
   const start = () => startTestServer({ data_dir: dataDir, ...(database ? { database } : {}) });
 
   before(async () => {

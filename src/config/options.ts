@@ -3,6 +3,8 @@
  * environment overrides, validation and `ranvier config generate` are all
  * derived from this list so they can never disagree.
  */
+import { isIP } from 'node:net';
+
 export type OptionKind = 'string' | 'integer' | 'number' | 'boolean';
 
 export interface OptionSpec {
@@ -17,6 +19,26 @@ export interface OptionSpec {
 
 const positive = (v: number) => (v > 0 ? undefined : 'must be greater than 0');
 const nonNegative = (v: number) => (v >= 0 ? undefined : 'must be 0 or more');
+
+/** Private, loopback, link-local, multicast and other non-public ranges. */
+export const DEFAULT_URL_PREVIEW_IP_BLOCKLIST = [
+  '127.0.0.0/8', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', '169.254.0.0/16',
+  '0.0.0.0/8', '192.0.0.0/24', '198.18.0.0/15', '224.0.0.0/4', '240.0.0.0/4',
+  '::1/128', '::/128', 'fe80::/10', 'fc00::/7', 'ff00::/8', '64:ff9b::/96',
+].join(', ');
+
+/** A comma-separated list of CIDRs (or bare addresses); empty is fine. */
+const cidrList = (v: string) => {
+  for (const item of v.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+    const [addr, prefix, extra] = item.split('/');
+    const family = isIP(addr);
+    const max = family === 4 ? 32 : 128;
+    if (family === 0 || extra !== undefined || (prefix !== undefined && !(/^\d{1,3}$/.test(prefix) && Number(prefix) <= max))) {
+      return `'${item}' is not an IP address or CIDR range`;
+    }
+  }
+  return undefined;
+};
 
 export const OPTIONS = [
   // ---- server
@@ -86,6 +108,30 @@ export const OPTIONS = [
     help: 'Events sent per second per user.', check: positive },
   { section: 'Rate limits', key: 'rate_limit_message_burst', kind: 'integer', default: 50,
     help: 'Events a user may send in a burst.', check: positive },
+
+  // ---- media: URL previews
+  { section: 'Media', key: 'url_preview_enabled', kind: 'boolean', default: true,
+    help: 'Serve /media/preview_url: the server fetches pages users link to and returns their OpenGraph title, description and so on.' },
+  { section: 'Media', key: 'url_preview_ip_blocklist', kind: 'string', default: DEFAULT_URL_PREVIEW_IP_BLOCKLIST,
+    help: 'Comma-separated CIDRs URL previews must never connect to (every address a name resolves to is checked, and every redirect). IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are checked against the IPv4 entries.',
+    check: cidrList },
+  { section: 'Media', key: 'url_preview_ip_allowlist', kind: 'string', default: '',
+    help: 'Comma-separated CIDRs URL previews may connect to even when url_preview_ip_blocklist covers them.',
+    check: cidrList },
+  { section: 'Media', key: 'url_preview_max_bytes', kind: 'integer', default: 10485760,
+    help: 'Largest page a URL preview downloads, in bytes; a bigger response is aborted.', check: positive },
+  { section: 'Media', key: 'url_preview_timeout_ms', kind: 'integer', default: 10000,
+    help: 'Time limit for fetching one URL preview, redirects included, in milliseconds.', check: positive },
+
+  // ---- media
+  { section: 'Media', key: 'max_upload_size', kind: 'integer', default: 52428800,
+    help: 'Largest media upload in bytes (default 50 MiB); bigger uploads get 413 M_TOO_LARGE. Independent of max_request_size.', check: positive },
+  { section: 'Media', key: 'media_quota_per_user', kind: 'integer', default: 0,
+    help: 'Total bytes of media one user may upload (0: unlimited); past it uploads get 403 M_FORBIDDEN.', check: nonNegative },
+  { section: 'Media', key: 'legacy_media_enabled', kind: 'boolean', default: true,
+    help: 'Serve the deprecated unauthenticated /_matrix/media/v3 download, thumbnail and config endpoints for old clients. When off they answer 404 and only the authenticated /_matrix/client/v1/media endpoints serve media.' },
+  { section: 'Media', key: 'dynamic_thumbnails', kind: 'boolean', default: false,
+    help: "Make thumbnails of exactly the requested size instead of the spec's five preset sizes (more CPU and storage)." },
 
   // ---- limits and caches
   { section: 'Caches', key: 'event_cache_size', kind: 'integer', default: 5000,

@@ -8,6 +8,8 @@ import { registerPushRoutes } from '../push/routes.js';
 import { registerToDeviceRoutes } from '../e2ee/to-device-routes.js';
 import { registerKeysRoutes } from '../e2ee/keys-routes.js';
 import { registerKeyBackupRoutes } from '../e2ee/key-backup-routes.js';
+import { registerMediaRoutes } from '../media/routes.js';
+import { registerPreviewRoutes } from '../media/preview-routes.js';
 
 /** Every domain contributes its routes here. */
 export async function registerAllRoutes(app: FastifyInstance, ctx: Context): Promise<void> {
@@ -19,4 +21,6 @@ export async function registerAllRoutes(app: FastifyInstance, ctx: Context): Pro
   registerToDeviceRoutes(app, ctx);
   registerKeysRoutes(app, ctx);
   registerKeyBackupRoutes(app, ctx);
+  registerMediaRoutes(app, ctx);
+  registerPreviewRoutes(app, ctx);
 }

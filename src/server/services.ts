@@ -12,6 +12,7 @@ import { PushService } from '../push/service.js';
 import { ToDeviceService } from '../e2ee/to-device.js';
 import { KeysService } from '../e2ee/keys.js';
 import { KeyBackupService } from '../e2ee/key-backup.js';
+import { MediaService } from '../media/service.js';
 
 /** The full context: base plumbing plus one service per domain. */
 export interface Context extends BaseContext {
@@ -29,6 +30,8 @@ export interface Context extends BaseContext {
   keyBackup: KeyBackupService;
   /** Send-to-device messages and MSC3814 dehydrated devices. */
   toDevice: ToDeviceService;
+  /** Content repository: uploads, downloads, thumbnails. */
+  media: MediaService;
   close(): Promise<void>;
 }
 
@@ -46,6 +49,7 @@ export async function createContext(config: Config, log: Logger): Promise<Contex
   ctx.keys = new KeysService(ctx);
   ctx.keyBackup = new KeyBackupService(ctx);
   ctx.toDevice = new ToDeviceService(ctx);
+  ctx.media = new MediaService(ctx);
   ctx.close = async () => {
     ctx.notifier.wakeAll();
     ctx.ephemeral.stop();

@@ -201,4 +201,30 @@ export interface Database {
     keys: string | null;
     created_ts: number;
   };
+  /** Local media (src/media/service.ts): content columns are null until the bytes are uploaded. */
+  media: {
+    media_id: string;
+    user_id: string;
+    created_ts: number;
+    /** Set for ids from POST /create: after this, an id still without content is gone. */
+    unused_expires_at: number | null;
+    uploaded_ts: number | null;
+    content_type: string | null;
+    upload_name: string | null;
+    size: number | null;
+    /** Address of the bytes in the media store. */
+    sha256: string | null;
+  };
+  /** Generated thumbnails, stored in the media store as content of their own. */
+  media_thumbnails: {
+    media_id: string;
+    width: number;
+    height: number;
+    method: string;
+    animated: number;
+    content_type: string;
+    size: number;
+    sha256: string;
+    created_ts: number;
+  };
 }

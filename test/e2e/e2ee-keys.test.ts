@@ -8,7 +8,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { startTestServer, registerUser, type RegisteredUser, type TestServer } from './harness.js';
-import { Api, login, passwordAuth } from './util.js';
+import { Api, caughtUp, login, passwordAuth } from './util.js';
 import { generateSigningKey, publicKeyBase64, type SigningKey } from '../../src/core/signing-key.js';
 import { signJson } from '../../src/core/json-signing.js';
 
@@ -49,16 +49,6 @@ function assertError(r: { status: number; body: any }, status: number, errcode: 
   assert.equal(r.status, status, `${what}: status (${JSON.stringify(r.body)})`);
   const codes = Array.isArray(errcode) ? errcode : [errcode];
   assert.ok(codes.includes(r.body?.errcode), `${what}: errcode ${r.body?.errcode}`);
-}
-
-async function caughtUp(api: Api): Promise<string> {
-  let s = await api.sync({ timeout: 0 });
-  for (let i = 0; i < 5; i++) {
-    const next = await api.sync({ since: s.next_batch, timeout: 0 });
-    if (next.next_batch === s.next_batch) break;
-    s = next;
-  }
-  return s.next_batch;
 }
 
 describe('e2ee keys', { timeout: 90_000 }, () => {

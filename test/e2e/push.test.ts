@@ -9,7 +9,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestServer, registerUser, type RegisteredUser, type TestServer } from './harness.js';
-import { Api, enc } from './util.js';
+import { Api, caughtUp, enc } from './util.js';
 
 const PASSWORD = 'push test password';
 const PR = '/pushrules/global';
@@ -32,16 +32,6 @@ async function syncUntil<T>(api: Api, since: string, done: (s: SyncBody) => T | 
     const v = done(s);
     if (v !== undefined) return { value: v, token, body: s };
   }
-}
-
-async function caughtUp(api: Api): Promise<string> {
-  let s = await api.sync({ timeout: 0 });
-  for (let i = 0; i < 5; i++) {
-    const next = await api.sync({ since: s.next_batch, timeout: 0 });
-    if (next.next_batch === s.next_batch) break;
-    s = next;
-  }
-  return s.next_batch;
 }
 
 const pushRulesIn = (s: SyncBody) => (s.account_data?.events ?? []).find((e: any) => e.type === 'm.push_rules')?.content;

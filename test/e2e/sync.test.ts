@@ -9,7 +9,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestServer, registerUser, type RegisteredUser, type TestServer } from './harness.js';
-import { Api, enc } from './util.js';
+import { Api, caughtUp, enc } from './util.js';
 
 const PASSWORD = 'sync test password';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -48,17 +48,6 @@ async function syncUntil(api: Api, since: string, done: (all: SyncBody[]) => boo
     token = s.next_batch;
   }
   return { all, token };
-}
-
-/** Sync until nothing is pending: returns a token that is "now". */
-async function caughtUp(api: Api, since?: string): Promise<string> {
-  let s = await api.sync({ since, timeout: 0 });
-  for (let i = 0; i < 5; i++) {
-    const next = await api.sync({ since: s.next_batch, timeout: 0 });
-    if (next.next_batch === s.next_batch) break;
-    s = next;
-  }
-  return s.next_batch;
 }
 
 describe('/sync', { timeout: 90_000 }, () => {

@@ -117,6 +117,17 @@ export class Api {
   }
 }
 
+/** Sync until nothing is pending: returns a token that is "now". */
+export async function caughtUp(api: Api, since?: string): Promise<string> {
+  let s = await api.sync({ since, timeout: 0 });
+  for (let i = 0; i < 5; i++) {
+    const next = await api.sync({ since: s.next_batch, timeout: 0 });
+    if (next.next_batch === s.next_batch) break;
+    s = next;
+  }
+  return s.next_batch;
+}
+
 /**
  * POST /register through user-interactive auth: the first request without
  * auth; while the server answers 401 with a session, complete the next stage

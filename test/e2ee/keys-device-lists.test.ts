@@ -4,26 +4,16 @@
  * and left, and the answers with warm change caches equal those after
  * `streams.reset` (from the database alone).
  */
+import { withServiceContext } from '../helpers/service-context.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { loadConfig } from '../../src/config/config.js';
-import { silentLogger } from '../../src/server/logging.js';
-import { createContext, type Context } from '../../src/server/services.js';
 import { deviceListsBetween } from '../../src/e2ee/device-lists.js';
 import type { Requester } from '../../src/accounts/tokens.js';
 import { generateSigningKey, publicKeyBase64 } from '../../src/core/signing-key.js';
 import { signJson } from '../../src/core/json-signing.js';
 
 test('device lists: sharing rooms, joins, leaves, key changes, deletions; warm equals cold', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'ranvier-dl-'));
-  const config = loadConfig({ env: {}, overrides: { server_name: 'test.local', data_dir: dir, log_level: 'silent' } });
-  let ctx: Context | undefined;
-  try {
-    ctx = await createContext(config, silentLogger());
-    const c = ctx;
+  await withServiceContext(async (c) => {
     const alice = await c.accounts.createUser('alice', undefined);
     const bob = await c.accounts.createUser('bob', undefined);
     const carol = await c.accounts.createUser('carol', undefined);
@@ -74,19 +64,11 @@ test('device lists: sharing rooms, joins, leaves, key changes, deletions; warm e
     assert.deepEqual(await lists(bob), { changed: [], left: [alice] }, 'bob left alice');
     await uploadKeys(bob, 'B1');
     assert.deepEqual(await lists(alice), { changed: [], left: [] }, 'no longer shared: not seen');
-  } finally {
-    await ctx?.close();
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('one-time key counts and claims through the service', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'ranvier-otk-'));
-  const config = loadConfig({ env: {}, overrides: { server_name: 'test.local', data_dir: dir, log_level: 'silent' } });
-  let ctx: Context | undefined;
-  try {
-    ctx = await createContext(config, silentLogger());
-    const c = ctx;
+  await withServiceContext(async (c) => {
     const alice = await c.accounts.createUser('alice', undefined);
     const r: Requester = { userId: alice, deviceId: 'A1', isAdmin: false, isGuest: false, tokenHash: '' };
     const res = await c.keys.upload(r, { one_time_keys: { 'curve25519:1': 'a2V5', 'curve25519:2': 'a2V5Mg' } });
@@ -96,8 +78,5 @@ test('one-time key counts and claims through the service', async () => {
     const ids = claims.flatMap((x) => Object.keys((x.one_time_keys as any)[alice]?.A1 ?? {}));
     assert.deepEqual(ids.sort(), ['curve25519:1', 'curve25519:2']);
     assert.deepEqual(await c.keys.otkCounts(alice, 'A1'), { signed_curve25519: 0 });
-  } finally {
-    await ctx?.close();
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });

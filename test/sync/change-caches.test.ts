@@ -5,14 +5,9 @@
  * `streams.reset` (every cache dropped, every change cache "maybe changed"),
  * and the two answers are compared.
  */
+import { withServiceContext } from '../helpers/service-context.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { loadConfig } from '../../src/config/config.js';
-import { silentLogger } from '../../src/server/logging.js';
-import { createContext, type Context } from '../../src/server/services.js';
 import { compileFilter } from '../../src/sync/filters.js';
 import { parseSyncToken } from '../../src/sync/tokens.js';
 import { RecentEvents } from '../../src/rooms/recent-events.js';
@@ -32,12 +27,7 @@ function stable(v: unknown): unknown {
 }
 
 test('incremental /sync answers the same with warm caches as from the database alone', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'ranvier-cc-'));
-  const config = loadConfig({ env: {}, overrides: { server_name: 'test.local', data_dir: dir, log_level: 'silent' } });
-  let ctx: Context | undefined;
-  try {
-    ctx = await createContext(config, silentLogger());
-    const c = ctx;
+  await withServiceContext(async (c) => {
     const alice = await c.accounts.createUser('alice', undefined);
     const bob = await c.accounts.createUser('bob', undefined);
     const carol = await c.accounts.createUser('carol', undefined);
@@ -110,10 +100,7 @@ test('incremental /sync answers the same with warm caches as from the database a
     await check('an invite');
     await c.rooms.changeMembership({ roomId: dm, sender: bob, target: bob, membership: 'join' });
     await check('a rejoin');
-  } finally {
-    await ctx?.close();
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('recent events: answers only for positions it has seen all of', () => {

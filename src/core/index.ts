@@ -15,3 +15,4 @@ export * from './event-signing.js';
 export * from './identifiers.js';
 export * from './power-levels.js';
 export * from './auth-rules.js';
+export * from './x-matrix.js';

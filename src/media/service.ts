@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { sql } from 'kysely';
+import { sql, type Selectable } from 'kysely';
 import { MatrixError, forbidden } from '../server/errors.js';
 import type { Context } from '../server/services.js';
 import type { Database } from '../storage/schema.js';
@@ -41,7 +41,7 @@ export interface MediaContent {
   filename: string | null;
 }
 
-type MediaRow = Database['media'];
+type MediaRow = Selectable<Database['media']>;
 
 export function mediaNotFound(): MatrixError {
   return new MatrixError('M_NOT_FOUND', 404, 'Media not found');

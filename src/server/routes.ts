@@ -10,6 +10,7 @@ import { registerKeysRoutes } from '../e2ee/keys-routes.js';
 import { registerKeyBackupRoutes } from '../e2ee/key-backup-routes.js';
 import { registerMediaRoutes } from '../media/routes.js';
 import { registerPreviewRoutes } from '../media/preview-routes.js';
+import { registerFederationRoutes } from '../federation/routes.js';
 
 /** Every domain contributes its routes here. */
 export async function registerAllRoutes(app: FastifyInstance, ctx: Context): Promise<void> {
@@ -23,4 +24,5 @@ export async function registerAllRoutes(app: FastifyInstance, ctx: Context): Pro
   registerKeyBackupRoutes(app, ctx);
   registerMediaRoutes(app, ctx);
   registerPreviewRoutes(app, ctx);
+  registerFederationRoutes(app, ctx);
 }

@@ -13,6 +13,7 @@ import { ToDeviceService } from '../e2ee/to-device.js';
 import { KeysService } from '../e2ee/keys.js';
 import { KeyBackupService } from '../e2ee/key-backup.js';
 import { MediaService } from '../media/service.js';
+import { FederationService } from '../federation/service.js';
 
 /** The full context: base plumbing plus one service per domain. */
 export interface Context extends BaseContext {
@@ -32,6 +33,8 @@ export interface Context extends BaseContext {
   toDevice: ToDeviceService;
   /** Content repository: uploads, downloads, thumbnails. */
   media: MediaService;
+  /** Server-server plumbing: policy, discovery, outbound client, signing keys. */
+  federation: FederationService;
   close(): Promise<void>;
 }
 
@@ -49,6 +52,7 @@ export async function createContext(config: Config, log: Logger): Promise<Contex
   ctx.keys = new KeysService(ctx);
   ctx.keyBackup = new KeyBackupService(ctx);
   ctx.toDevice = new ToDeviceService(ctx);
+  ctx.federation = new FederationService(ctx);
   ctx.media = new MediaService(ctx);
   ctx.close = async () => {
     ctx.notifier.wakeAll();

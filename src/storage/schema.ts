@@ -214,9 +214,40 @@ export interface Database {
     size: number | null;
     /** Address of the bytes in the media store. */
     sha256: string | null;
+    /** Last download or thumbnail of it (null: never since upload); drives retention. */
+    last_access_ts: number | null;
+    /** User id of the admin who quarantined it (null: not quarantined). */
+    quarantined_by: string | null;
+    /** 1: protected from quarantine (Synapse's protect/unprotect admin routes). */
+    safe_from_quarantine: Generated<number>;
   };
   /** Generated thumbnails, stored in the media store as content of their own. */
   media_thumbnails: {
+    media_id: string;
+    width: number;
+    height: number;
+    method: string;
+    animated: number;
+    content_type: string;
+    size: number;
+    sha256: string;
+    created_ts: number;
+  };
+  /** Cached copies of media from other servers (src/media/remote.ts). */
+  remote_media: {
+    origin: string;
+    media_id: string;
+    content_type: string | null;
+    upload_name: string | null;
+    size: number;
+    sha256: string;
+    fetched_ts: number;
+    last_access_ts: number;
+    quarantined_by: string | null;
+  };
+  /** Thumbnails of remote media, fetched from the origin and cached. */
+  remote_media_thumbnails: {
+    origin: string;
     media_id: string;
     width: number;
     height: number;

@@ -90,6 +90,8 @@ export async function startTestServer(overrides: Partial<Config> = {}): Promise<
         port: 0,
         allow_registration: true,
         rate_limit_enabled: false,
+        // Tests never reach the public network; remote keys come from the servers themselves.
+        trusted_key_servers: '',
         log_level: 'silent',
         data_dir: dataDir,
         ...(database ? { database } : {}),

@@ -15,4 +15,6 @@ export * from './event-signing.js';
 export * from './identifiers.js';
 export * from './power-levels.js';
 export * from './auth-rules.js';
+export * from './state-res.js';
 export * from './x-matrix.js';
+export * from './server-acl.js';

@@ -32,7 +32,7 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: Context): void 
   let service: PreviewService | undefined;
   const handler = async (req: FastifyRequest) => {
     if (!ctx.config.url_preview_enabled) throw unrecognized();
-    await ctx.tokens.authenticate(req);
+    const who = await ctx.tokens.authenticate(req);
     const q = (req.query ?? {}) as Record<string, unknown>;
     const url = q.url;
     if (typeof url !== 'string' || url === '') throw missingParam('The url query parameter is required');
@@ -42,9 +42,10 @@ export function registerPreviewRoutes(app: FastifyInstance, ctx: Context): void 
       if (typeof q.ts !== 'string' || !/^\d{1,16}$/.test(q.ts)) throw invalidParam('ts must be a timestamp in milliseconds');
       ts = Number(q.ts);
     }
-    service ??= PreviewService.fromConfig(ctx.config);
+    // Preview images become local media of whoever asked.
+    service ??= PreviewService.fromConfig(ctx.config, (userId, data, type) => ctx.media.storeBuffer(userId, data, type));
     try {
-      return await service.preview(url, ts);
+      return await service.preview(url, ts, who.userId);
     } catch (e) {
       throw toMatrixError(e);
     }

@@ -8,12 +8,18 @@
  * <title> and <meta> tags after dropping comments, scripts and styles, and
  * never builds a tree.
  *
- * og:image would have to be stored as an mxc:// URI; until the media store
- * offers an API for that, image properties are left out of previews.
+ * The page's image (og:image, else twitter:image) is fetched through the
+ * same safeFetch, stored as local media owned by the user who asked, and
+ * returned as Synapse does: og:image as the mxc:// URI, og:image:type,
+ * og:image:width and og:image:height as measured, matrix:image:size in
+ * bytes. A URL that is itself an image is previewed the same way. An image
+ * that cannot be fetched or stored is left out; the preview still answers.
  */
 import type { Config } from '../config/config.js';
 import { Lru } from '../server/lru.js';
-import { ipPolicy, safeFetch, type IpPolicy, type SafeFetchOptions } from './safe-fetch.js';
+import { ipPolicy, safeFetch, type IpPolicy, type SafeFetchOptions, type SafeFetchResponse } from './safe-fetch.js';
+import { baseType } from './headers.js';
+import { imageInfo } from './thumbnails.js';
 
 export type OpenGraph = Record<string, string | number>;
 
@@ -76,12 +82,17 @@ export function decodeHtml(body: Buffer, contentType: string | undefined): strin
   }
 }
 
-/** OpenGraph properties of an HTML document, with <title> and meta description as fallbacks. */
-export function parseOpenGraph(html: string): OpenGraph {
-  const doc = html
+/** The scanned start of a page without comments, scripts and styles, whose text could fake tags. */
+function markupOnly(html: string): string {
+  return html
     .slice(0, MAX_SCAN_CHARS)
     .replace(/<!--[\s\S]*?(?:-->|$)/g, '')
     .replace(/<(script|style|noscript|template)\b[^>]*>[\s\S]*?(?:<\/\1\s*>|$)/gi, '');
+}
+
+/** OpenGraph properties of an HTML document, with <title> and meta description as fallbacks. */
+export function parseOpenGraph(html: string): OpenGraph {
+  const doc = markupOnly(html);
   const og: OpenGraph = {};
   let count = 0;
   let description: string | undefined;
@@ -104,13 +115,42 @@ export function parseOpenGraph(html: string): OpenGraph {
     if (title) og['og:title'] = title;
   }
   if (og['og:description'] === undefined && description) og['og:description'] = description;
-  // No media store to hold the image yet: the spec wants og:image as an mxc:// URI, so leave images out.
+  // The page's image properties describe its own URL; the preview's come from the copy we store (see imageUrlOf).
   for (const k of Object.keys(og)) if (k === 'og:image' || k.startsWith('og:image:')) delete og[k];
   return og;
 }
 
+/** The page's preview image as an absolute http(s) URL: og:image (or og:image:url), else twitter:image. */
+export function imageUrlOf(html: string, pageUrl: string): string | undefined {
+  const doc = markupOnly(html);
+  const found: Record<string, string> = {};
+  const metaRe = /<meta\b([^>]*)>/gi;
+  for (let m = metaRe.exec(doc); m; m = metaRe.exec(doc)) {
+    const a = parseAttributes(m[1]);
+    const prop = (a.property ?? a.name ?? '').toLowerCase();
+    if (a.content && !(prop in found) && ['og:image', 'og:image:url', 'og:image:secure_url', 'twitter:image', 'twitter:image:src'].includes(prop)) {
+      found[prop] = decodeEntities(a.content).trim();
+    }
+  }
+  const raw = found['og:image'] ?? found['og:image:url'] ?? found['og:image:secure_url'] ?? found['twitter:image'] ?? found['twitter:image:src'];
+  if (!raw) return undefined;
+  try {
+    const u = new URL(raw, pageUrl);
+    return u.protocol === 'http:' || u.protocol === 'https:' ? u.toString() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Stores a preview image as local media of `userId`; returns its mxc:// URI. */
+export type StoreImage = (userId: string, data: Buffer, contentType: string) => Promise<string>;
+
 export interface PreviewOptions extends Omit<SafeFetchOptions, keyof IpPolicy> {
   policy: IpPolicy;
+  /** Without it, previews carry no image. */
+  storeImage?: StoreImage;
+  /** The largest image stored (max_upload_size); defaults to maxBytes. */
+  maxImageBytes?: number;
 }
 
 export class PreviewService {
@@ -122,43 +162,90 @@ export class PreviewService {
     this.policy = opts.policy;
   }
 
-  static fromConfig(config: Config): PreviewService {
+  static fromConfig(config: Config, storeImage?: StoreImage): PreviewService {
     return new PreviewService({
       policy: ipPolicy(config.url_preview_ip_blocklist, config.url_preview_ip_allowlist),
       maxBytes: config.url_preview_max_bytes,
       timeoutMs: config.url_preview_timeout_ms,
+      storeImage,
+      maxImageBytes: config.max_upload_size,
     });
   }
 
-  /** The OpenGraph data for `url`; throws SafeFetchError when the page cannot be fetched. */
-  async preview(url: string, ts?: number): Promise<OpenGraph> {
+  /**
+   * The OpenGraph data for `url`; throws SafeFetchError when the page cannot
+   * be fetched. `userId` owns the stored image (the first asker's, when the
+   * answer comes from the cache).
+   */
+  async preview(url: string, ts?: number, userId?: string): Promise<OpenGraph> {
     const now = Date.now();
     const key = `${Math.floor(Math.min(ts ?? now, now) / TS_BUCKET_MS)}|${url}`;
     const hit = this.cache.get(key);
     if (hit && hit.expires > now) return hit.value;
     const pending = this.inflight.get(key);
     if (pending) return pending;
-    const p = this.fetchPreview(url).finally(() => this.inflight.delete(key));
+    const p = this.fetchPreview(url, userId).finally(() => this.inflight.delete(key));
     this.inflight.set(key, p);
     const value = await p;
     this.cache.set(key, { value, expires: Date.now() + CACHE_TTL_MS });
     return value;
   }
 
-  private async fetchPreview(url: string): Promise<OpenGraph> {
-    const res = await safeFetch(url, {
+  private fetch(url: string, accept: string, maxBytes = this.opts.maxBytes): Promise<SafeFetchResponse> {
+    return safeFetch(url, {
       ...this.opts,
       ...this.policy,
-      headers: {
-        'user-agent': 'Ranvier URL preview (Matrix homeserver)',
-        accept: 'text/html, application/xhtml+xml;q=0.9, */*;q=0.1',
-        ...this.opts.headers,
-      },
+      maxBytes,
+      headers: { 'user-agent': 'Ranvier URL preview (Matrix homeserver)', accept, ...this.opts.headers },
     });
+  }
+
+  private async fetchPreview(url: string, userId: string | undefined): Promise<OpenGraph> {
+    const res = await this.fetch(url, 'text/html, application/xhtml+xml;q=0.9, */*;q=0.1');
     if (res.status < 200 || res.status >= 300) throw new UpstreamError(res.status);
     const type = String(res.headers['content-type'] ?? '').toLowerCase();
+    if (baseType(type).startsWith('image/')) {
+      // The URL is an image: it is its own preview.
+      return (await this.storeImage(res, userId).catch(() => undefined)) ?? {};
+    }
     if (type && !type.includes('html')) return {};
-    return parseOpenGraph(decodeHtml(res.body, type));
+    const html = decodeHtml(res.body, type);
+    const og = parseOpenGraph(html);
+    const imageUrl = imageUrlOf(html, res.url);
+    if (imageUrl) Object.assign(og, await this.fetchImage(imageUrl, userId));
+    return og;
+  }
+
+  /** og:image and friends for the image at `url`, or nothing when it cannot be had. */
+  private async fetchImage(url: string, userId: string | undefined): Promise<OpenGraph> {
+    if (!this.opts.storeImage || userId === undefined) return {};
+    try {
+      const res = await this.fetch(url, 'image/*', this.opts.maxImageBytes ?? this.opts.maxBytes);
+      if (res.status < 200 || res.status >= 300) return {};
+      return (await this.storeImage(res, userId)) ?? {};
+    } catch {
+      // Blocked, too big, slow, unreachable, not storable: the page's preview stands without it.
+      return {};
+    }
+  }
+
+  private async storeImage(res: SafeFetchResponse, userId: string | undefined): Promise<OpenGraph | undefined> {
+    const type = baseType(String(res.headers['content-type'] ?? '').toLowerCase());
+    if (!this.opts.storeImage || userId === undefined || !type.startsWith('image/') || res.body.length === 0) return undefined;
+    if (res.body.length > (this.opts.maxImageBytes ?? this.opts.maxBytes)) return undefined;
+    const og: OpenGraph = {};
+    try {
+      const info = await imageInfo(res.body);
+      og['og:image:width'] = info.width;
+      og['og:image:height'] = info.height;
+    } catch {
+      // Not an image after all (or one sharp cannot read): not worth storing.
+      return undefined;
+    }
+    og['og:image'] = await this.opts.storeImage(userId, res.body, type);
+    og['og:image:type'] = type;
+    og['matrix:image:size'] = res.body.length;
+    return og;
   }
 }
 

@@ -8,12 +8,13 @@
  * their own with a pass-through body parser, so the body streams into the
  * media store under max_upload_size, not the global max_request_size.
  */
+import { once } from 'node:events';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Readable } from 'node:stream';
 import { MatrixError, missingParam, invalidParam } from '../server/errors.js';
 import type { Context } from '../server/services.js';
 import { mediaHeaders } from './headers.js';
-import type { MediaContent, UploadInput } from './service.js';
+import { mediaNotFound, type MediaContent, type UploadInput } from './service.js';
 import type { ThumbnailMethod } from './thumbnails.js';
 
 const MEDIA_V3 = '/_matrix/media/v3';
@@ -46,6 +47,11 @@ function timeoutParam(req: FastifyRequest): number | undefined {
   return Number(t);
 }
 
+/** allow_remote=false: serve remote media only from the cache (it prevents fetch loops). */
+function allowRemote(req: FastifyRequest): boolean {
+  return query(req).allow_remote !== 'false';
+}
+
 function dimension(req: FastifyRequest, name: 'width' | 'height'): number {
   const v = query(req)[name];
   if (v === undefined || v === '') throw missingParam(`Missing ${name}`);
@@ -55,6 +61,18 @@ function dimension(req: FastifyRequest, name: 'width' | 'height'): number {
 
 async function send(ctx: Context, reply: FastifyReply, content: MediaContent, filename?: string) {
   const stream = ctx.media.open(content);
+  // Wait for the first byte (or the end, or an error) before committing to a
+  // 200 with media headers: content missing from the store must become a
+  // clean JSON 404, not a broken response.
+  if (stream.readableLength === 0 && !stream.readableEnded) {
+    try {
+      await Promise.race([once(stream, 'readable'), once(stream, 'end')]);
+    } catch (err) {
+      stream.destroy();
+      ctx.log.warn({ err, sha256: content.sha256 }, 'media content missing from the store');
+      throw mediaNotFound();
+    }
+  }
   reply.headers(mediaHeaders(content.contentType, filename ?? content.filename));
   reply.header('Content-Length', String(content.size));
   return reply.code(200).send(stream);
@@ -107,7 +125,7 @@ export function registerMediaRoutes(app: FastifyInstance, ctx: Context): void {
   // ---- downloads and thumbnails
   const download = async (req: FastifyRequest, reply: FastifyReply) => {
     const p = params(req);
-    const content = await ctx.media.download(p.serverName, p.mediaId, timeoutParam(req));
+    const content = await ctx.media.download(p.serverName, p.mediaId, timeoutParam(req), allowRemote(req));
     return send(ctx, reply, content, p.fileName || undefined);
   };
 
@@ -119,7 +137,7 @@ export function registerMediaRoutes(app: FastifyInstance, ctx: Context): void {
     const method = (q.method ?? 'scale') as ThumbnailMethod;
     if (method !== 'scale' && method !== 'crop') throw invalidParam('method must be crop or scale');
     const animated = q.animated === 'true';
-    const content = await ctx.media.thumbnail(p.serverName, p.mediaId, width, height, method, animated, timeoutParam(req));
+    const content = await ctx.media.thumbnail(p.serverName, p.mediaId, width, height, method, animated, timeoutParam(req), allowRemote(req));
     return send(ctx, reply, content);
   };
 

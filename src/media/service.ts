@@ -1,18 +1,20 @@
 /**
  * The content repository for local media: uploads (direct and the
  * create-then-upload flow), quotas, downloads that wait for pending
- * uploads, and thumbnails generated once and kept. Remote media (fetching
- * from other servers) comes with federation.
+ * uploads, and thumbnails generated once and kept. Remote media (fetched
+ * over federation and cached) is handled by remote.ts.
  */
 import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import { Readable } from 'node:stream';
 import { sql, type Selectable } from 'kysely';
 import { MatrixError, forbidden } from '../server/errors.js';
+import { Lru } from '../server/lru.js';
 import type { Context } from '../server/services.js';
 import type { Database } from '../storage/schema.js';
-import { LocalMediaStore, type MediaStore } from './store.js';
+import type { MediaStore } from './store.js';
+import { createMediaStore } from './store-factory.js';
 import { baseType } from './headers.js';
+import { RemoteMediaService } from './remote.js';
 import { THUMBNAILABLE, chooseSize, imageInfo, makeThumbnail, type ThumbnailMethod } from './thumbnails.js';
 
 /** How long an id from POST /create waits for its content (the spec's recommended 24 hours). */
@@ -24,6 +26,8 @@ export const DEFAULT_WAIT_MS = 20_000;
 export const MAX_WAIT_MS = 60_000;
 /** Originals bigger than this are not decoded for thumbnails. */
 export const MAX_THUMBNAIL_SOURCE_BYTES = 64 * 1024 * 1024;
+/** A media id's last_access_ts is written at most this often: retention counts in days, not seconds. */
+export const ACCESS_WRITE_INTERVAL_MS = 60 * 60 * 1000;
 
 export interface UploadInput {
   body: Readable;
@@ -48,13 +52,13 @@ export function mediaNotFound(): MatrixError {
 }
 
 /** Keep only a printable, header-safe content type. */
-function cleanContentType(ct: string | undefined): string | null {
+export function cleanContentType(ct: string | undefined): string | null {
   if (!ct) return null;
   const t = ct.trim();
   return t.length <= 255 && /^[\x20-\x7e]+$/.test(t) && /^[\w.+-]+\/[\w.+-]+/.test(t) ? t : null;
 }
 
-function cleanFilename(name: string | undefined): string | null {
+export function cleanFilename(name: string | undefined): string | null {
   if (!name) return null;
   // No path separators or control characters; bounded length.
   // eslint-disable-next-line no-control-regex
@@ -62,15 +66,78 @@ function cleanFilename(name: string | undefined): string | null {
   return n || null;
 }
 
+/**
+ * Writers of content (bytes into the store, then the row that references
+ * them) hold this gate shared; deleting unreferenced bytes holds it alone.
+ * Without it, an upload whose bytes the store already had (same sha256)
+ * could lose them between the store finding the file and its row being
+ * written. Deleting waits only briefly for writers (a slow upload must not
+ * stall everyone else's behind it) and otherwise gives up, to try again later.
+ */
+export class ContentGate {
+  private writers = 0;
+  private deleting: Promise<void> | undefined;
+  private idle: Array<() => void> = [];
+
+  async write<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.deleting) await this.deleting;
+    this.writers++;
+    try {
+      return await fn();
+    } finally {
+      if (--this.writers === 0) for (const f of this.idle.splice(0)) f();
+    }
+  }
+
+  /** Run `fn` with no writer active, waiting up to `waitMs` for one; undefined when they did not finish in time. */
+  async alone<T>(fn: () => Promise<T>, waitMs: number): Promise<T | undefined> {
+    while (this.deleting) await this.deleting;
+    const deadline = Date.now() + waitMs;
+    while (this.writers > 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) return undefined;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(() => {
+          this.idle = this.idle.filter((f) => f !== done);
+          resolve();
+        }, left);
+        this.idle.push(done);
+      });
+      // Another deleter may have got in first.
+      while (this.deleting) await this.deleting;
+    }
+    let release!: () => void;
+    this.deleting = new Promise((r) => (release = r));
+    try {
+      return await fn();
+    } finally {
+      this.deleting = undefined;
+      release();
+    }
+  }
+}
+
 export class MediaService {
   readonly store: MediaStore;
+  /** Shared by everything that stores bytes and references them (see ContentGate). */
+  readonly gate = new ContentGate();
+  /** media id -> when its last_access_ts was last written by this process. */
+  private accessWritten = new Lru<string, number>(10_000);
   /** media id -> callbacks waiting for its content. */
   private waiters = new Map<string, Set<() => void>>();
   /** Thumbnails being generated, so concurrent requests share one job. */
   private inflight = new Map<string, Promise<MediaContent>>();
 
+  /** mxc://<other server>/... : fetched over federation and cached (remote.ts). */
+  readonly remote: RemoteMediaService;
+
   constructor(private readonly ctx: Context, store?: MediaStore) {
-    this.store = store ?? new LocalMediaStore(path.join(ctx.config.data_dir, 'media'));
+    this.store = store ?? createMediaStore(ctx.config);
+    this.remote = new RemoteMediaService(ctx, this);
   }
 
   private get db() {
@@ -123,11 +190,37 @@ export class MediaService {
     return stored;
   }
 
-  private async referenced(sha256: string): Promise<boolean> {
-    const a = await this.db.selectFrom('media').select('media_id').where('sha256', '=', sha256).executeTakeFirst();
-    if (a) return true;
-    const b = await this.db.selectFrom('media_thumbnails').select('media_id').where('sha256', '=', sha256).executeTakeFirst();
-    return !!b;
+  /** Whether any row (local or remote media, or a thumbnail of either) still points at these bytes. */
+  async referenced(sha256: string): Promise<boolean> {
+    const db = this.db;
+    const hit = await db.selectFrom('media').select(sql<number>`1`.as('x')).where('sha256', '=', sha256)
+      .unionAll(db.selectFrom('media_thumbnails').select(sql<number>`1`.as('x')).where('sha256', '=', sha256))
+      .unionAll(db.selectFrom('remote_media').select(sql<number>`1`.as('x')).where('sha256', '=', sha256))
+      .unionAll(db.selectFrom('remote_media_thumbnails').select(sql<number>`1`.as('x')).where('sha256', '=', sha256))
+      .limit(1)
+      .executeTakeFirst();
+    return !!hit;
+  }
+
+  /**
+   * Delete the bytes of each sha256 that no row references any more. Returns
+   * those deleted and those skipped because uploads were in flight for too
+   * long (the caller tries them again later); referenced ones are in neither.
+   */
+  async deleteUnreferencedContent(sha256s: Iterable<string>, waitMs = 5_000): Promise<{ deleted: string[]; deferred: string[] }> {
+    const list = [...new Set(sha256s)];
+    const deleted: string[] = [];
+    if (list.length === 0) return { deleted, deferred: [] };
+    const done = await this.gate.alone(async () => {
+      for (const sha of list) {
+        // Checked again here, under the gate: an upload may have reused the bytes since the rows went.
+        if (await this.referenced(sha)) continue;
+        await this.store.delete(sha);
+        deleted.push(sha);
+      }
+      return true;
+    }, waitMs);
+    return done ? { deleted, deferred: [] } : { deleted, deferred: list };
   }
 
   private newMediaId(): string {
@@ -136,15 +229,35 @@ export class MediaService {
 
   /** POST /_matrix/media/v3/upload */
   async upload(userId: string, input: UploadInput): Promise<string> {
-    const stored = await this.receive(userId, input);
+    return this.gate.write(async () => {
+      const stored = await this.receive(userId, input);
+      const mediaId = await this.insertUploaded(userId, stored, input.contentType, input.filename);
+      return this.mxc(mediaId);
+    });
+  }
+
+  private async insertUploaded(userId: string, stored: { size: number; sha256: string }, contentType: string | undefined, filename: string | undefined): Promise<string> {
     const mediaId = this.newMediaId();
     const now = Date.now();
     await this.db.insertInto('media').values({
       media_id: mediaId, user_id: userId, created_ts: now, unused_expires_at: null, uploaded_ts: now,
-      content_type: cleanContentType(input.contentType), upload_name: cleanFilename(input.filename),
-      size: stored.size, sha256: stored.sha256,
+      content_type: cleanContentType(contentType), upload_name: cleanFilename(filename),
+      size: stored.size, sha256: stored.sha256, last_access_ts: null, quarantined_by: null,
     }).execute();
-    return this.mxc(mediaId);
+    return mediaId;
+  }
+
+  /**
+   * Store bytes the server fetched on a user's behalf (a URL preview's image)
+   * as local media owned by that user, under max_upload_size and the quota.
+   */
+  async storeBuffer(userId: string, data: Buffer, contentType: string | undefined, filename?: string): Promise<string> {
+    if (data.length > this.ctx.config.max_upload_size) throw new MatrixError('M_TOO_LARGE', 413, `Content is larger than ${this.ctx.config.max_upload_size} bytes`);
+    return this.gate.write(async () => {
+      await this.checkQuota(userId, data.length);
+      const stored = await this.store.putBuffer(data);
+      return this.mxc(await this.insertUploaded(userId, stored, contentType, filename));
+    });
   }
 
   /** POST /_matrix/media/v1/create */
@@ -163,7 +276,7 @@ export class MediaService {
     const expires = now + UNUSED_EXPIRY_MS;
     await this.db.insertInto('media').values({
       media_id: mediaId, user_id: userId, created_ts: now, unused_expires_at: expires, uploaded_ts: null,
-      content_type: null, upload_name: null, size: null, sha256: null,
+      content_type: null, upload_name: null, size: null, sha256: null, last_access_ts: null, quarantined_by: null,
     }).execute();
     return { content_uri: this.mxc(mediaId), unused_expires_at: expires };
   }
@@ -181,6 +294,11 @@ export class MediaService {
   /** PUT /_matrix/media/v3/upload/{serverName}/{mediaId} */
   async uploadTo(userId: string, serverName: string, mediaId: string, input: UploadInput): Promise<void> {
     await this.checkPutTarget(userId, serverName, mediaId);
+    await this.gate.write(() => this.receiveInto(userId, mediaId, input));
+    this.wake(mediaId);
+  }
+
+  private async receiveInto(userId: string, mediaId: string, input: UploadInput): Promise<void> {
     const stored = await this.receive(userId, input);
     const res = await this.db.updateTable('media')
       .set({
@@ -194,7 +312,6 @@ export class MediaService {
       if (stored.created && !(await this.referenced(stored.sha256))) await this.store.delete(stored.sha256);
       throw new MatrixError('M_CANNOT_OVERWRITE_MEDIA', 409, 'Media already uploaded');
     }
-    this.wake(mediaId);
   }
 
   private wake(mediaId: string): void {
@@ -222,15 +339,20 @@ export class MediaService {
 
   /**
    * The uploaded row of a local media id, waiting up to `timeoutMs` for a
-   * pending upload (then 504 M_NOT_YET_UPLOADED). Remote: 404 for now.
+   * pending upload (then 504 M_NOT_YET_UPLOADED). Local only: download and
+   * thumbnail send remote media to `remote`.
    */
   async getMedia(serverName: string, mediaId: string, timeoutMs = DEFAULT_WAIT_MS): Promise<MediaRow> {
     if (serverName !== this.serverName) throw mediaNotFound();
     const deadline = Date.now() + Math.max(0, Math.min(timeoutMs, MAX_WAIT_MS));
     for (;;) {
       const row = await this.db.selectFrom('media').selectAll().where('media_id', '=', mediaId).executeTakeFirst();
-      if (!row) throw mediaNotFound();
-      if (row.uploaded_ts !== null && row.sha256) return row;
+      // Quarantined media is gone for everyone, admins included.
+      if (!row || row.quarantined_by !== null) throw mediaNotFound();
+      if (row.uploaded_ts !== null && row.sha256) {
+        this.touch(mediaId);
+        return row;
+      }
       if (row.unused_expires_at !== null && Number(row.unused_expires_at) <= Date.now()) throw mediaNotFound();
       const left = deadline - Date.now();
       if (left <= 0) throw new MatrixError('M_NOT_YET_UPLOADED', 504, 'Media has not been uploaded yet');
@@ -239,7 +361,18 @@ export class MediaService {
     }
   }
 
-  async download(serverName: string, mediaId: string, timeoutMs?: number): Promise<MediaContent> {
+  /** Record an access for retention, at most once per ACCESS_WRITE_INTERVAL_MS per media id and off the request path. */
+  private touch(mediaId: string): void {
+    const now = Date.now();
+    const last = this.accessWritten.get(mediaId);
+    if (last !== undefined && now - last < ACCESS_WRITE_INTERVAL_MS) return;
+    this.accessWritten.set(mediaId, now);
+    this.db.updateTable('media').set({ last_access_ts: now }).where('media_id', '=', mediaId).execute()
+      .catch((err: unknown) => this.ctx.log.warn({ err, mediaId }, 'could not record media access'));
+  }
+
+  async download(serverName: string, mediaId: string, timeoutMs?: number, allowRemote = true): Promise<MediaContent> {
+    if (serverName !== this.serverName) return this.remote.download(serverName, mediaId, { timeoutMs, allowRemote });
     const row = await this.getMedia(serverName, mediaId, timeoutMs);
     return { sha256: row.sha256!, size: Number(row.size), contentType: row.content_type, filename: row.upload_name };
   }
@@ -251,7 +384,11 @@ export class MediaService {
    */
   async thumbnail(
     serverName: string, mediaId: string, width: number, height: number, method: ThumbnailMethod, animated: boolean, timeoutMs?: number,
+    allowRemote = true,
   ): Promise<MediaContent> {
+    if (serverName !== this.serverName) {
+      return this.remote.thumbnail(serverName, mediaId, width, height, method, animated, { timeoutMs, allowRemote });
+    }
     const row = await this.getMedia(serverName, mediaId, timeoutMs);
     const original: MediaContent = { sha256: row.sha256!, size: Number(row.size), contentType: row.content_type, filename: row.upload_name };
     const type = baseType(row.content_type);
@@ -298,11 +435,14 @@ export class MediaService {
     const thumb = await makeThumbnail(data, type, size, animated && info.animated).catch(() => {
       throw new MatrixError('M_UNKNOWN', 400, 'Cannot generate thumbnails for the requested content');
     });
-    const stored = await this.store.putBuffer(thumb.data);
-    await this.db.insertInto('media_thumbnails').values({
-      media_id: row.media_id, width: size.width, height: size.height, method: size.method, animated: animated ? 1 : 0,
-      content_type: thumb.contentType, size: stored.size, sha256: stored.sha256, created_ts: Date.now(),
-    }).onConflict((oc) => oc.doNothing()).execute();
+    const stored = await this.gate.write(async () => {
+      const s = await this.store.putBuffer(thumb.data);
+      await this.db.insertInto('media_thumbnails').values({
+        media_id: row.media_id, width: size.width, height: size.height, method: size.method, animated: animated ? 1 : 0,
+        content_type: thumb.contentType, size: s.size, sha256: s.sha256, created_ts: Date.now(),
+      }).onConflict((oc) => oc.doNothing()).execute();
+      return s;
+    });
     return { sha256: stored.sha256, size: stored.size, contentType: thumb.contentType, filename: thumbnailName(thumb.contentType) };
   }
 

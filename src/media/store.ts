@@ -36,6 +36,30 @@ export interface MediaStore {
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
+/**
+ * Write `source` to the file `tmp` while hashing and counting it; past
+ * `maxBytes` it stops with M_TOO_LARGE. On any failure the file is removed.
+ */
+export async function spoolHashed(source: Readable, maxBytes: number, tmp: string, opts: { flush?: boolean } = {}): Promise<{ sha256: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  const meter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      size += chunk.length;
+      if (size > maxBytes) return cb(tooLarge(`Upload is larger than ${maxBytes} bytes`));
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+  });
+  try {
+    await pipeline(source, meter, createWriteStream(tmp, { flush: opts.flush ?? false }));
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
+  return { sha256: hash.digest('hex'), size };
+}
+
 export class LocalMediaStore implements MediaStore {
   private readonly tmpDir: string;
   private ready: Promise<void> | undefined;
@@ -61,23 +85,8 @@ export class LocalMediaStore implements MediaStore {
   async put(source: Readable, maxBytes: number): Promise<StoredContent> {
     await this.init();
     const tmp = path.join(this.tmpDir, randomBytes(12).toString('hex'));
-    const hash = createHash('sha256');
-    let size = 0;
-    const meter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        size += chunk.length;
-        if (size > maxBytes) return cb(tooLarge(`Upload is larger than ${maxBytes} bytes`));
-        hash.update(chunk);
-        cb(null, chunk);
-      },
-    });
-    try {
-      await pipeline(source, meter, createWriteStream(tmp, { flush: true }));
-    } catch (err) {
-      await unlink(tmp).catch(() => {});
-      throw err;
-    }
-    return this.commit(tmp, hash.digest('hex'), size);
+    const { sha256, size } = await spoolHashed(source, maxBytes, tmp, { flush: true });
+    return this.commit(tmp, sha256, size);
   }
 
   async putBuffer(data: Buffer): Promise<StoredContent> {

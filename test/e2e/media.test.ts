@@ -122,12 +122,16 @@ describe('media', () => {
     assert.deepEqual(await api.ok('GET', `${MEDIA_V3}/config`), { 'm.upload.size': 100_000 });
   });
 
-  test('unknown and remote media are 404 M_NOT_FOUND', async () => {
-    for (const p of [`${CLIENT_MEDIA}/download/localhost/nope`, `${CLIENT_MEDIA}/download/other.example/abc`, `${MEDIA_V3}/download/localhost/nope`]) {
+  test('unknown media is 404 M_NOT_FOUND; an unreachable origin is 502', async () => {
+    for (const p of [`${CLIENT_MEDIA}/download/localhost/nope`, `${MEDIA_V3}/download/localhost/nope`, `${CLIENT_MEDIA}/download/other.example/abc?allow_remote=false`]) {
       const res = await get(srv, p, alice.accessToken);
       assert.equal(res.status, 404, p);
       assert.equal(((await res.json()) as any).errcode, 'M_NOT_FOUND');
     }
+    // other.example does not exist: the fetch fails, and the client is told so (not that the media is missing).
+    const res = await get(srv, `${CLIENT_MEDIA}/download/other.example/abc`, alice.accessToken);
+    assert.equal(res.status, 502);
+    assert.equal(((await res.json()) as any).errcode, 'M_UNKNOWN');
   });
 
   test('an upload over max_upload_size gets 413 and leaves nothing behind', async () => {

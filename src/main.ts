@@ -7,6 +7,7 @@
  *   ranvier config check [--config FILE]
  *   ranvier user create NAME [--password P] [--admin] [--config FILE]
  *   ranvier user list [--config FILE]
+ *   ranvier check federation [SERVER_NAME] [--json] [--config FILE]
  *
  * The configuration file may also be named by RANVIER_CONFIG; every option
  * can be overridden with RANVIER_<OPTION>. User commands open the database
@@ -32,6 +33,9 @@ Commands:
       --password P           its password (default: prompt on a terminal, else generate and print one)
       --admin                make it a server admin
   user list                  list the accounts on this server
+  check federation [NAME]    test federation with NAME (default: server_name) as other servers
+                             see it: discovery, TLS, version and key endpoints; exit 1 on failure
+      --json                 print the report as JSON
 
 Options:
   -c, --config FILE          configuration file (TOML); default: $RANVIER_CONFIG, else none
@@ -63,6 +67,7 @@ interface Args {
   config?: string;
   password?: string;
   admin: boolean;
+  json: boolean;
   help: boolean;
   version: boolean;
 }
@@ -77,6 +82,7 @@ function parse(argv: string[]): Args {
         config: { type: 'string', short: 'c' },
         password: { type: 'string', short: 'p' },
         admin: { type: 'boolean', default: false },
+        json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
         version: { type: 'boolean', short: 'v', default: false },
       },
@@ -86,6 +92,7 @@ function parse(argv: string[]): Args {
       config: values.config,
       password: values.password,
       admin: values.admin ?? false,
+      json: values.json ?? false,
       help: values.help ?? false,
       version: values.version ?? false,
     };
@@ -267,6 +274,15 @@ async function userList(args: Args): Promise<void> {
   process.stdout.write(`${rows.length} user${rows.length === 1 ? '' : 's'}\n`);
 }
 
+async function checkFederationCommand(args: Args): Promise<number> {
+  if (args.positionals.length > 3) throw new CliError('usage: ranvier check federation [SERVER_NAME] [--json] [--config FILE]', 2);
+  const config = configFrom(args);
+  const { checkFederation, formatReport } = await import('./federation/check.js');
+  const report = await checkFederation(config, args.positionals[2] ?? config.server_name);
+  process.stdout.write(args.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report));
+  return report.ok ? 0 : 1;
+}
+
 async function run(argv: string[]): Promise<number | 'running'> {
   const args = parse(argv);
   if (args.version) {
@@ -303,6 +319,9 @@ async function run(argv: string[]): Promise<number | 'running'> {
         return 0;
       }
       throw new CliError(`unknown user command ${sub ?? '(none)'}; expected create or list`, 2);
+    case 'check':
+      if (sub === 'federation') return checkFederationCommand(args);
+      throw new CliError(`unknown check command ${sub ?? '(none)'}; expected federation`, 2);
     default:
       throw new CliError(`unknown command ${cmd}\n\n${USAGE}`, 2);
   }

@@ -7,6 +7,8 @@ import type { Requester } from './tokens.js';
 import { hashPassword, verifyPassword } from './passwords.js';
 import { UiaService, registrationFlows, secretEquals, type UiaFlow } from './uia.js';
 import { loginCandidates, normaliseUsername, parseIdentifier, randomDeviceId, randomLocalpart } from './usernames.js';
+import { serverNameOf } from '../core/identifiers.js';
+import { fetchRemoteProfile } from '../federation/query-routes.js';
 
 export interface Profile {
   displayname: string | null;
@@ -426,8 +428,9 @@ export class AccountsService {
     return { displayname: row?.displayname ?? null, avatar_url: row?.avatar_url ?? null };
   }
 
-  /** GET /profile/{userId}: 404 for users this server does not know. */
+  /** GET /profile/{userId}: 404 for users this server does not know; remote users are asked of their server. */
   async lookupProfile(userId: string): Promise<Profile> {
+    if (serverNameOf(userId) !== this.ctx.config.server_name) return fetchRemoteProfile(this.ctx, userId);
     const row = await this.db.selectFrom('users').select(['displayname', 'avatar_url']).where('user_id', '=', userId).executeTakeFirst();
     if (!row) throw notFound('Profile not found');
     return { displayname: row.displayname, avatar_url: row.avatar_url };

@@ -162,7 +162,7 @@ export const OPTIONS = [
   { section: 'Federation', key: 'federation_allow_list', kind: 'string', default: '',
     help: 'Comma-separated server names allowed to federate with this one (empty: every server). Others are refused both ways.' },
   { section: 'Federation', key: 'federation_tls_port', kind: 'integer', default: 0,
-    help: 'Port of a TLS listener serving federation and client APIs (e.g. 8448; 0: none — terminate TLS in a reverse proxy instead).',
+    help: 'Port of a TLS listener serving federation and client APIs (e.g. 8448; 0: none — terminate TLS in a reverse proxy instead — unless federation_tls_cert and federation_tls_key are set, then any free port, for tests).',
     check: (v: number) => (v >= 0 && v <= 65535 ? undefined : 'must be between 0 and 65535') },
   { section: 'Federation', key: 'federation_tls_cert', kind: 'string', default: '',
     help: 'PEM certificate chain for the TLS listener.' },

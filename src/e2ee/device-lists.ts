@@ -12,6 +12,7 @@
 import type { Context } from '../server/services.js';
 import type { OnCommit } from '../server/context.js';
 import type { Tx } from '../storage/db.js';
+import { queueDeviceListEdus } from '../federation/edus.js';
 
 const IN_CHUNK = 500;
 /** Above this many changed users, ask the database rather than the change cache. */
@@ -27,11 +28,16 @@ function chunks<T>(xs: T[], n = IN_CHUNK): T[][] {
  * Record that `userId`'s device list changed (inside a `ctx.write`).
  * Returns the keys to wake: the user and the rooms they are joined to
  * (a long-polling /sync waits on its user id and its joined rooms).
+ * For a local user, other servers sharing a room are told in the same
+ * transaction: about `deviceIds` when given, else about cross-signing keys.
  */
-export async function recordDeviceListChange(ctx: Context, tx: Tx, alloc: () => Promise<number>, onCommit: OnCommit, userId: string): Promise<string[]> {
+export async function recordDeviceListChange(
+  ctx: Context, tx: Tx, alloc: () => Promise<number>, onCommit: OnCommit, userId: string, deviceIds?: string[],
+): Promise<string[]> {
   const pos = await alloc();
   await tx.insertInto('device_list_changes').values({ user_id: userId, stream_pos: pos }).execute();
   onCommit(() => ctx.streams.deviceLists.entityChanged(userId, pos));
+  await queueDeviceListEdus(ctx, { tx, onCommit }, userId, pos, deviceIds);
   // Through `tx`: on SQLite a query outside the transaction would wait for it.
   const rooms = await tx.selectFrom('room_members').select('room_id').where('user_id', '=', userId).where('membership', '=', 'join').execute();
   return [userId, ...rooms.map((r) => r.room_id)];

@@ -10,6 +10,7 @@ import { badJson, invalidParam, missingParam } from '../server/errors.js';
 import type { Tx } from '../storage/db.js';
 import { parseUserId } from '../core/identifiers.js';
 import { recordDeviceListChange, deviceListsBetween } from './device-lists.js';
+import { RemoteKeys } from './remote-keys.js';
 import {
   CROSS_SIGNING_TYPES, checkCrossSigningKey, invalidSignature, sameJson, sameSignable, signedBy,
   type CrossSigningKey, type CrossSigningKeyType,
@@ -50,7 +51,11 @@ function mergeSignatures(obj: Json, extra: Array<{ signer_user_id: string; signe
 }
 
 export class KeysService {
+  /** Keys of users on other servers, asked of their servers (and cached). */
+  readonly remote: RemoteKeys;
+
   constructor(private readonly ctx: Context) {
+    this.remote = new RemoteKeys(ctx);
     ctx.accounts.onDevicesDeleted(async (tx, alloc, userId, deviceIds, onCommit) => {
       await tx.deleteFrom('e2e_device_keys').where('user_id', '=', userId).where('device_id', 'in', deviceIds).execute();
       await tx.deleteFrom('e2e_one_time_keys').where('user_id', '=', userId).where('device_id', 'in', deviceIds).execute();
@@ -59,7 +64,7 @@ export class KeysService {
       await tx.deleteFrom('e2e_signatures').where('signer_user_id', '=', userId)
         .where('signer_key_id', 'in', deviceIds.map((d) => `ed25519:${d}`)).execute();
       // A device that is gone is a device-list change (even without keys: clients track devices).
-      return recordDeviceListChange(this.ctx, tx, alloc, onCommit, userId);
+      return recordDeviceListChange(this.ctx, tx, alloc, onCommit, userId, deviceIds);
     });
     ctx.sync.registerExtension(async ({ userId, deviceId, since, to, body }) => {
       body.device_one_time_keys_count = await this.otkCounts(userId, deviceId);
@@ -172,7 +177,7 @@ export class KeysService {
           } else {
             await tx.insertInto('e2e_device_keys').values({ user_id: userId, device_id: deviceId, key_json: json, ts: now }).execute();
           }
-          wake = await recordDeviceListChange(this.ctx, tx, alloc, onCommit, userId);
+          wake = await recordDeviceListChange(this.ctx, tx, alloc, onCommit, userId, [deviceId]);
         }
       }
       for (const k of otks) {
@@ -211,16 +216,17 @@ export class KeysService {
       .where('target_user_id', '=', userId).where('target_key_id', 'in', targets).execute();
   }
 
-  async query(who: Requester, deviceKeys: Record<string, string[]>): Promise<Json> {
+  /** Local users from the database, remote ones from their servers (`timeoutMs` per server). */
+  async query(who: Requester, deviceKeys: Record<string, string[]>, timeoutMs?: number): Promise<Json> {
     const device_keys: Record<string, Record<string, Json>> = {};
     const master_keys: Record<string, Json> = {};
     const self_signing_keys: Record<string, Json> = {};
     const user_signing_keys: Record<string, Json> = {};
     const failures: Record<string, Json> = {};
+    const remote: Record<string, string[]> = {};
     for (const [userId, wanted] of Object.entries(deviceKeys)) {
       if (!this.isLocal(userId)) {
-        const server = serverNameOf(userId) ?? userId;
-        failures[server] = { status: 503, message: 'Federation is not available on this server' };
+        remote[userId] = wanted;
         continue;
       }
       let q = this.db.selectFrom('e2e_device_keys as k').innerJoin('devices as d', (j) => j.onRef('d.user_id', '=', 'k.user_id').onRef('d.device_id', '=', 'k.device_id'))
@@ -248,23 +254,36 @@ export class KeysService {
       const usk = cs.get('user_signing');
       if (usk && userId === who.userId) user_signing_keys[userId] = usk.key as unknown as Json;
     }
+    if (Object.keys(remote).length) {
+      const r = await this.remote.query(remote, timeoutMs);
+      Object.assign(device_keys, r.device_keys);
+      Object.assign(master_keys, r.master_keys);
+      Object.assign(self_signing_keys, r.self_signing_keys);
+      Object.assign(failures, r.failures);
+    }
     return { device_keys, master_keys, self_signing_keys, user_signing_keys, failures };
   }
 
   // ------------------------------------------------------------ claim
 
-  async claim(request: Record<string, Record<string, string>>): Promise<Json> {
+  async claim(request: Record<string, Record<string, string>>, timeoutMs?: number): Promise<Json> {
     const one_time_keys: Record<string, Record<string, Record<string, unknown>>> = {};
     const failures: Record<string, Json> = {};
+    const remote: Record<string, Record<string, string>> = {};
     for (const [userId, devices] of Object.entries(request)) {
       if (!this.isLocal(userId)) {
-        failures[serverNameOf(userId) ?? userId] = { status: 503, message: 'Federation is not available on this server' };
+        remote[userId] = devices;
         continue;
       }
       for (const [deviceId, algorithm] of Object.entries(devices)) {
         const got = await this.claimOne(userId, deviceId, algorithm);
         if (got) ((one_time_keys[userId] ??= {})[deviceId] ??= {})[got.id] = got.key;
       }
+    }
+    if (Object.keys(remote).length) {
+      const r = await this.remote.claim(remote, timeoutMs);
+      Object.assign(one_time_keys, r.one_time_keys);
+      Object.assign(failures, r.failures);
     }
     return { one_time_keys, failures };
   }

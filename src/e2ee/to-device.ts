@@ -24,6 +24,7 @@ import { badJson, tooLarge } from '../server/errors.js';
 import type { Tx } from '../storage/db.js';
 import { makeSyncToken, parseSyncToken } from '../sync/tokens.js';
 import { DehydratedDevicesService } from './dehydrated-devices.js';
+import { queueToDeviceEdus } from '../federation/edus.js';
 
 /** Messages per /sync response (and per dehydrated-device events page). */
 export const TO_DEVICE_SYNC_LIMIT = 100;
@@ -122,9 +123,10 @@ export class ToDeviceService {
   }
 
   /**
-   * PUT /sendToDevice/{eventType}/{txnId}. Local recipients only (remote
-   * ones are logged and dropped until federation exists); unknown users and
-   * devices are ignored. Idempotent per (sender device, txnId).
+   * PUT /sendToDevice/{eventType}/{txnId}. Local recipients get rows here;
+   * remote ones go to their servers as m.direct_to_device EDUs queued in the
+   * same transaction. Unknown users and devices are ignored. Idempotent per
+   * (sender device, txnId).
    */
   async send(sender: { userId: string; deviceId: string }, eventType: string, txnId: string, body: unknown): Promise<void> {
     if (!eventType || eventType.length > MAX_TYPE_LENGTH) throw badJson('Invalid event type');
@@ -133,6 +135,7 @@ export class ToDeviceService {
 
     // Serialize and size-check first.
     const local = new Map<string, Record<string, Record<string, unknown>>>();
+    const remote = new Map<string, Record<string, Record<string, unknown>>>();
     const serialized = new Map<Record<string, unknown>, string>();
     let requested = 0;
     for (const [userId, byDevice] of Object.entries(messages)) {
@@ -150,7 +153,7 @@ export class ToDeviceService {
         }
       }
       if (server !== this.ctx.config.server_name) {
-        this.ctx.log.info({ userId, eventType }, 'to-device for a remote user dropped (federation not implemented)');
+        remote.set(userId, byDevice);
         continue;
       }
       local.set(userId, byDevice);
@@ -168,6 +171,7 @@ export class ToDeviceService {
         .where('created_ts', '<', Date.now() - TXN_RETENTION_MS).execute();
       await tx.insertInto('to_device_txns')
         .values({ user_id: sender.userId, device_id: sender.deviceId, txn_id: txnId, created_ts: Date.now() }).execute();
+      if (remote.size > 0) await queueToDeviceEdus(this.ctx, { tx, onCommit }, sender.userId, eventType, remote);
       if (local.size === 0) return;
 
       // Existing devices of the recipients.

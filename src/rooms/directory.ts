@@ -9,7 +9,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { effectivePowerLevels, requiredLevelForEvent, userPowerLevel } from '../core/power-levels.js';
 import { getRoomVersion } from '../core/room-versions.js';
-import { isValidRoomAlias, isValidRoomId, serverNameOf } from '../core/identifiers.js';
+import { isValidRoomAlias, isValidRoomId, isValidServerName, serverNameOf } from '../core/identifiers.js';
 import { MatrixError, forbidden, invalidParam, notFound } from '../server/errors.js';
 import type { Context } from '../server/services.js';
 import { parseBody, parseQuery, queryInt } from '../server/validate.js';
@@ -211,10 +211,7 @@ export async function listPublicRooms(
   opts: { limit?: number; since?: string; filter?: PublicRoomsFilter; server?: string },
 ): Promise<PublicRoomsResponse> {
   const offset = parseDirectoryToken(opts.since);
-  if (opts.server && opts.server !== ctx.config.server_name) {
-    // No federation: other servers' directories are out of reach.
-    return { chunk: [], total_room_count_estimate: 0 };
-  }
+  if (opts.server && opts.server !== ctx.config.server_name) return remotePublicRooms(ctx, opts.server, opts);
   const db = ctx.storage.db;
   const rooms = await db.selectFrom('rooms').select('room_id').where('visibility', '=', 'public').execute();
   const ids = rooms.map((r) => r.room_id);
@@ -236,6 +233,29 @@ export async function listPublicRooms(
   const out: PublicRoomsResponse = { chunk: page, total_room_count_estimate: all.length };
   if (offset + limit < all.length) out.next_batch = `o${offset + limit}`;
   if (offset > 0) out.prev_batch = `o${Math.max(0, offset - limit)}`;
+  return out;
+}
+
+/** Another server's directory, through federation (POST when a filter is given, as the spec allows). */
+async function remotePublicRooms(
+  ctx: Context, server: string, opts: { limit?: number; since?: string; filter?: PublicRoomsFilter },
+): Promise<PublicRoomsResponse> {
+  if (!isValidServerName(server)) throw new MatrixError('M_INVALID_PARAM', 400, `${server} is not a server name`);
+  const path = '/_matrix/federation/v1/publicRooms';
+  let res: unknown;
+  try {
+    res = opts.filter
+      ? await ctx.federation.client.request(server, { method: 'POST', path, body: { limit: opts.limit, since: opts.since, filter: opts.filter } })
+      : await ctx.federation.client.request(server, { method: 'GET', path, query: { limit: opts.limit !== undefined ? String(opts.limit) : undefined, since: opts.since } });
+  } catch (err) {
+    ctx.log.info({ err, server }, 'remote room directory request failed');
+    throw new MatrixError('M_UNKNOWN', 502, `Could not get the room directory of ${server}`);
+  }
+  const body = (res ?? {}) as Partial<PublicRoomsResponse>;
+  if (!Array.isArray(body.chunk)) throw new MatrixError('M_UNKNOWN', 502, `${server} sent an invalid room directory`);
+  const out: PublicRoomsResponse = { chunk: body.chunk, total_room_count_estimate: Number(body.total_room_count_estimate) || body.chunk.length };
+  if (typeof body.next_batch === 'string') out.next_batch = body.next_batch;
+  if (typeof body.prev_batch === 'string') out.prev_batch = body.prev_batch;
   return out;
 }
 

@@ -6,6 +6,9 @@ import type { Context } from '../server/services.js';
 import { stateKeyOf } from './state-store.js';
 import type { StoredEvent } from './types.js';
 import type { TxnKey } from './send.js';
+import type { PDU } from '../core/events.js';
+import type { RoomVersion } from '../core/room-versions.js';
+import { countersignInvite, rejectRemoteInvite } from '../federation/invite.js';
 
 export interface MembershipChange {
   roomId: string;
@@ -28,18 +31,30 @@ export interface MembershipChange {
 export async function changeMembership(ctx: Context, change: MembershipChange): Promise<StoredEvent> {
   const { roomId, sender, target, membership } = change;
   const room = await ctx.rooms.getRoom(roomId);
-  if (!room) throw notFound('Unknown room');
-  if (serverNameOf(target) !== ctx.config.server_name) {
-    throw new MatrixError('M_FORBIDDEN', 403, 'Federation is not available on this server yet');
+  if (!room) {
+    // Declining an invite to a room that lives only on other servers.
+    if (membership === 'leave' && sender === target) {
+      await rejectRemoteInvite(ctx, roomId, target, change.reason);
+      const row = await ctx.storage.db.selectFrom('room_members').select('event_id').where('room_id', '=', roomId).where('user_id', '=', target).executeTakeFirst();
+      const ev = row ? await ctx.rooms.events.get(row.event_id) : undefined;
+      if (ev) return ev;
+    }
+    throw notFound('Unknown room');
   }
-  const targetUser = await ctx.storage.db.selectFrom('users').select(['user_id', 'deactivated']).where('user_id', '=', target).executeTakeFirst();
+  const remoteTarget = serverNameOf(target) !== ctx.config.server_name;
+  if (remoteTarget && !ctx.federation.policy.allows(serverNameOf(target) ?? '')) {
+    throw new MatrixError('M_FORBIDDEN', 403, `This server does not federate with ${serverNameOf(target)}`);
+  }
+  const targetUser = remoteTarget
+    ? { user_id: target, deactivated: 0 }
+    : await ctx.storage.db.selectFrom('users').select(['user_id', 'deactivated']).where('user_id', '=', target).executeTakeFirst();
   if (!targetUser) throw notFound(`Unknown user ${target}`);
 
   const current = await ctx.rooms.membership(roomId, target);
   const content: Record<string, unknown> = { membership };
   if (change.reason !== undefined) content.reason = change.reason;
 
-  if (membership === 'join' || membership === 'invite' || membership === 'knock') {
+  if ((membership === 'join' || membership === 'invite' || membership === 'knock') && !remoteTarget) {
     const profile = await ctx.accounts.getProfile(target);
     if (profile.displayname != null) content.displayname = profile.displayname;
     if (profile.avatar_url != null) content.avatar_url = profile.avatar_url;
@@ -56,7 +71,9 @@ export async function changeMembership(ctx: Context, change: MembershipChange): 
   if (membership === 'leave' && sender !== target && current === 'ban') {
     // Unban: the auth rules check the ban level for leaving a banned user.
   }
-  return ctx.rooms.send({ roomId, sender, type: 'm.room.member', stateKey: target, content, txn: change.txn });
+  // A remote invitee's server must countersign the invite before it exists.
+  const countersign = membership === 'invite' && remoteTarget ? (signed: PDU, eventId: string, version: RoomVersion) => countersignInvite(ctx, version, signed, eventId) : undefined;
+  return ctx.rooms.send({ roomId, sender, type: 'm.room.member', stateKey: target, content, txn: change.txn, countersign });
 }
 
 /**
@@ -64,7 +81,7 @@ export async function changeMembership(ctx: Context, change: MembershipChange): 
  * one of the rooms the join rule allows; the join event then names a local
  * member who can invite (join_authorised_via_users_server).
  */
-async function authoriseRestrictedJoin(ctx: Context, roomId: string, userId: string, content: Record<string, unknown>): Promise<void> {
+export async function authoriseRestrictedJoin(ctx: Context, roomId: string, userId: string, content: Record<string, unknown>): Promise<void> {
   const joinRules = await ctx.rooms.state.stateEvent(roomId, 'm.room.join_rules');
   const rule = joinRules?.pdu.content.join_rule;
   if (rule !== 'restricted' && rule !== 'knock_restricted') return;

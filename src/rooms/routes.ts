@@ -6,7 +6,9 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { getRoomVersion } from '../core/room-versions.js';
-import { isValidHistoricalUserId, isValidRoomAlias, isValidRoomId } from '../core/identifiers.js';
+import { isValidHistoricalUserId, isValidRoomAlias, isValidRoomId, isValidServerName, serverNameOf } from '../core/identifiers.js';
+import { joinRemoteRoom, knockRemoteRoom } from '../federation/join.js';
+import { queryRemoteAlias } from '../federation/query-routes.js';
 import { MatrixError, badJson, forbidden, invalidParam, notFound } from '../server/errors.js';
 import type { Context } from '../server/services.js';
 import { jsonObject, parseBody, parseQuery, queryInt } from '../server/validate.js';
@@ -98,19 +100,31 @@ const stateQuery = z.object({ format: z.enum(['content', 'event']).optional() })
 // ---------------------------------------------------------------------------
 // Helpers
 
-/** Room id of `/join/{roomIdOrAlias}`-style parameters; aliases are resolved locally. */
-async function resolveRoomIdOrAlias(ctx: Context, idOrAlias: string): Promise<string> {
+/**
+ * Room id of `/join/{roomIdOrAlias}`-style parameters, with the servers to
+ * join through that an alias lookup named: local aliases from our
+ * directory, remote ones from their server's (GET /query/directory).
+ */
+async function resolveRoomIdOrAlias(ctx: Context, idOrAlias: string): Promise<{ roomId: string; servers: string[] }> {
   if (idOrAlias.startsWith('!')) {
     if (!isValidRoomId(idOrAlias)) throw invalidParam(`Invalid room id: ${idOrAlias}`);
-    return idOrAlias;
+    return { roomId: idOrAlias, servers: [] };
   }
   if (idOrAlias.startsWith('#')) {
     checkAliasSyntax(idOrAlias);
-    const roomId = isLocalAlias(ctx, idOrAlias) ? await resolveAlias(ctx, idOrAlias) : undefined;
+    if (!isLocalAlias(ctx, idOrAlias)) return queryRemoteAlias(ctx, idOrAlias);
+    const roomId = await resolveAlias(ctx, idOrAlias);
     if (!roomId) throw notFound(`Room alias ${idOrAlias} not found`);
-    return roomId;
+    return { roomId, servers: [] };
   }
   throw invalidParam(`${idOrAlias} is not a room id or alias`);
+}
+
+/** `via` (and the deprecated `server_name`) query parameters: servers to join through. */
+function viaServers(query: unknown): string[] {
+  const q = (query ?? {}) as Record<string, unknown>;
+  const list = (v: unknown) => (Array.isArray(v) ? v : v === undefined ? [] : [v]).filter((x): x is string => typeof x === 'string' && isValidServerName(x));
+  return [...list(q.via), ...list(q.server_name)];
 }
 
 /** Spec (m.annotation): no second annotation with the same event type and key by the same user. */
@@ -184,9 +198,29 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
 
   // ---- membership
 
-  const join = async (who: Requester, roomId: string, reason?: string) => {
+  const join = async (who: Requester, roomId: string, reason?: string, via: string[] = []) => {
     const room = await ctx.rooms.getRoom(roomId);
-    if (!room) throw notFound('Room not found');
+    if (!room) {
+      // Not a room we know: join it through a server that is in it.
+      if (who.isGuest) throw guestForbidden('join a room over federation');
+      const servers = [...via];
+      // Accepting an invite: the inviting server is surely in the room.
+      const invite = await ctx.storage.db.selectFrom('room_members').select('event_id')
+        .where('room_id', '=', roomId).where('user_id', '=', who.userId).where('membership', '=', 'invite').executeTakeFirst();
+      const inviteEvent = invite ? await ctx.rooms.events.get(invite.event_id) : undefined;
+      const inviter = inviteEvent ? serverNameOf(inviteEvent.pdu.sender) : null;
+      if (inviter) servers.unshift(inviter);
+      const idServer = serverNameOf(roomId);
+      if (idServer) servers.push(idServer);
+      if (!servers.some((s) => s !== ctx.config.server_name)) throw notFound('Room not found');
+      const profile = await ctx.accounts.getProfile(who.userId);
+      const content: Record<string, unknown> = {};
+      if (profile.displayname != null) content.displayname = profile.displayname;
+      if (profile.avatar_url != null) content.avatar_url = profile.avatar_url;
+      if (reason !== undefined) content.reason = reason;
+      await joinRemoteRoom(ctx, { roomId, userId: who.userId, servers, content });
+      return { room_id: roomId };
+    }
     if (who.isGuest) {
       const ga = await ctx.rooms.state.stateEvent(roomId, 'm.room.guest_access');
       if (ga?.pdu.content.guest_access !== 'can_join') throw guestForbidden('join this room');
@@ -198,8 +232,8 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
   app.post(`${V3}/join/:roomIdOrAlias`, async (req) => {
     const who = await ctx.tokens.authenticate(req);
     const body = parseBody(joinSchema, req.body);
-    const roomId = await resolveRoomIdOrAlias(ctx, params(req).roomIdOrAlias);
-    return join(who, roomId, body.reason);
+    const { roomId, servers } = await resolveRoomIdOrAlias(ctx, params(req).roomIdOrAlias);
+    return join(who, roomId, body.reason, [...viaServers(req.query), ...servers]);
   });
 
   app.post(`${V3}/rooms/:roomId/join`, async (req) => {
@@ -212,8 +246,21 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     const who = await ctx.tokens.authenticate(req);
     if (who.isGuest) throw guestForbidden('knock');
     const body = parseBody(reasonSchema, req.body);
-    const roomId = await resolveRoomIdOrAlias(ctx, params(req).roomIdOrAlias);
-    if (!(await ctx.rooms.getRoom(roomId))) throw notFound('Room not found');
+    const { roomId, servers } = await resolveRoomIdOrAlias(ctx, params(req).roomIdOrAlias);
+    if (!(await ctx.rooms.getRoom(roomId))) {
+      // A room on other servers: knock through one that is in it.
+      const via = [...viaServers(req.query), ...servers];
+      const idServer = serverNameOf(roomId);
+      if (idServer) via.push(idServer);
+      if (!via.some((s) => s !== ctx.config.server_name)) throw notFound('Room not found');
+      const content: Record<string, unknown> = {};
+      const profile = await ctx.accounts.getProfile(who.userId);
+      if (profile.displayname != null) content.displayname = profile.displayname;
+      if (profile.avatar_url != null) content.avatar_url = profile.avatar_url;
+      if (body.reason !== undefined) content.reason = body.reason;
+      await knockRemoteRoom(ctx, { roomId, userId: who.userId, servers: via, content });
+      return { room_id: roomId };
+    }
     await ctx.rooms.changeMembership({ roomId, sender: who.userId, target: who.userId, membership: 'knock', reason: body.reason });
     return { room_id: roomId };
   });
@@ -236,9 +283,11 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     const who = await ctx.tokens.authenticate(req);
     const roomId = roomIdParam(req);
     const body = parseBody(reasonSchema, req.body);
-    if (!(await ctx.rooms.getRoom(roomId))) throw notFound('Room not found');
+    const membership = await ctx.rooms.membership(roomId, who.userId);
+    // An invite to a room that lives only on other servers can still be declined.
+    if (!(await ctx.rooms.getRoom(roomId)) && membership !== 'invite') throw notFound('Room not found');
     // Leaving a room one has already left is a no-op.
-    if ((await ctx.rooms.membership(roomId, who.userId)) === 'leave') return {};
+    if (membership === 'leave') return {};
     await ctx.rooms.changeMembership({ roomId, sender: who.userId, target: who.userId, membership: 'leave', reason: body.reason });
     return {};
   });

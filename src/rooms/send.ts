@@ -14,6 +14,8 @@ import { hoist, type Tx } from '../storage/db.js';
 import { EVENT_COLUMNS, rowToStoredEvent, type EventStore } from './event-store.js';
 import { stateKeyOf, type StateStore } from './state-store.js';
 import type { StoredEvent } from './types.js';
+import { serverNameOf } from '../core/identifiers.js';
+import { federationPdu } from '../federation/pdu-format.js';
 
 /**
  * Spec: a retransmission is the same transaction id on the same HTTP path
@@ -36,6 +38,11 @@ export interface SendRequest {
   redacts?: string;
   /** Client transaction for idempotency; see TxnKey. */
   txn?: TxnKey;
+  /**
+   * Called with the signed event before it is persisted; may return it with
+   * more signatures (a remote invitee's server countersigns invites).
+   */
+  countersign?: (signed: PDU, eventId: string, version: RoomVersion) => Promise<PDU>;
 }
 
 // The send path's reads, compiled once.
@@ -68,9 +75,11 @@ interface RoomHead {
  * rooms are not held up.
  */
 export class EventSender {
-  private readonly roomLocks = new KeyedMutex();
-
-  constructor(private readonly ctx: Context, private readonly events: EventStore, private readonly state: StateStore) {}
+  constructor(
+    private readonly ctx: Context, private readonly events: EventStore, private readonly state: StateStore,
+    /** Shared with the code that persists events from other servers: one writer per room. */
+    private readonly roomLocks: KeyedMutex,
+  ) {}
 
   async send(req: SendRequest): Promise<StoredEvent> {
     // (Routes look the transaction up first, before rate limiting; this
@@ -110,7 +119,33 @@ export class EventSender {
     return row ? rowToStoredEvent(row) : undefined;
   }
 
+  /**
+   * An unsigned event for `req` on top of the room's current state, with
+   * prev_events, auth_events and depth filled in and the authorization rules
+   * checked (403 on failure). Federation's make_join/make_leave hand this to
+   * the joining server as a template.
+   */
+  async buildUnsigned(roomId: string, req: Omit<SendRequest, 'roomId' | 'txn'>): Promise<{ pdu: PDU; version: RoomVersion }> {
+    const [room] = await roomHead(this.ctx.storage.db, roomId);
+    if (!room) throw notFound('Unknown room');
+    const { pdu, version } = await this.build(room, { ...req, roomId });
+    return { pdu, version };
+  }
+
   private async buildAndPersist(room: RoomHead, req: SendRequest): Promise<StoredEvent> {
+    const { pdu, version, currentIds, authState } = await this.build(room, req);
+    let redactTarget: StoredEvent | undefined;
+    if (req.type === 'm.room.redaction') {
+      redactTarget = await this.checkRedaction(pdu, version, authState, room.room_id);
+    }
+
+    const { signed: own, eventId } = this.sign(pdu, version);
+    if (Buffer.byteLength(canonicalJson(own)) > MAX_EVENT_BYTES) throw new MatrixError('M_TOO_LARGE', 413, 'Event too large');
+    const signed = req.countersign ? await req.countersign(own, eventId, version) : own;
+    return this.persist(room, signed, eventId, currentIds, req.txn, undefined, redactTarget);
+  }
+
+  private async build(room: RoomHead, req: SendRequest): Promise<{ pdu: PDU; version: RoomVersion; currentIds: Map<string, string>; authState: StateMap }> {
     const version = getRoomVersion(room.room_version);
     if (!version) throw new MatrixError('M_UNSUPPORTED_ROOM_VERSION', 400, `Room version ${room.room_version} is not supported`);
     const currentIds = room.current_state_group == null ? new Map<string, string>() : await this.state.groupIds(Number(room.current_state_group));
@@ -148,20 +183,13 @@ export class EventSender {
     pdu.prev_events = makeEventReferences(version, prevEvents.map((e) => ({ eventId: e.pdu.event_id, sha256: referenceSha(e.pdu, version) })));
     pdu.auth_events = makeEventReferences(version, authEvents.map((e) => ({ eventId: e.pdu.event_id, sha256: referenceSha(e.pdu, version) })));
     try {
-      checkEventAuth(pdu, authState, version);
+      // Not signed yet: an authorising server's signature (restricted joins) can only be ours, added when we sign.
+      checkEventAuth(pdu, authState, version, { isSignedBy: (_p, server) => server === this.ctx.config.server_name });
     } catch (e) {
       if (e instanceof AuthError) throw forbidden(e.message);
       throw e;
     }
-
-    let redactTarget: StoredEvent | undefined;
-    if (req.type === 'm.room.redaction') {
-      redactTarget = await this.checkRedaction(pdu, version, authState, room.room_id);
-    }
-
-    const { signed, eventId } = this.sign(pdu, version);
-    if (Buffer.byteLength(canonicalJson(signed)) > MAX_EVENT_BYTES) throw new MatrixError('M_TOO_LARGE', 413, 'Event too large');
-    return this.persist(room, signed, eventId, currentIds, req.txn, undefined, redactTarget);
+    return { pdu, version, currentIds, authState };
   }
 
   /** A redaction is accepted when the sender redacts their own event or has the redact power level. */
@@ -218,6 +246,8 @@ export class EventSender {
     const push = await this.ctx.push?.prepareEvent(stored, room.room_version, currentIds);
     const membershipTarget = signed.type === 'm.room.member' ? signed.state_key : undefined;
     const streams = this.ctx.streams;
+    const destinations = await this.remoteDestinations(roomId, membershipTarget);
+    const version = getRoomVersion(room.room_version);
     const result = await this.ctx.write(async (tx, alloc, onCommit) => {
       if (beforeInsert) await beforeInsert(tx);
       const pos = await alloc();
@@ -253,6 +283,8 @@ export class EventSender {
       }
       if (redactTarget) await this.applyRedaction(tx, redactTarget, eventId);
       if (push) await push.write(tx, pos, onCommit);
+      // Other servers in the room get the event from a durable queue that commits with it.
+      if (destinations.length > 0 && version) await this.ctx.federation.sender.enqueuePdu(destinations, federationPdu(signed, version), { tx, onCommit });
       const ev: StoredEvent = { nid, pdu: stored, streamPos: pos, stateGroup: group, redactedBy: null, txnDeviceId: txn?.deviceId ?? null, txnId: txn?.txnId ?? null };
       onCommit(() => {
         // Caches first: a woken /sync may read this event at once.
@@ -270,6 +302,24 @@ export class EventSender {
       return ev;
     }, () => (membershipTarget ? [roomId, membershipTarget] : [roomId]));
     return result;
+  }
+
+  /**
+   * Servers that must receive an event of this room: those with joined
+   * members, plus the server of a user whose membership it changes (an
+   * invitee, or someone kicked or banned).
+   */
+  private async remoteDestinations(roomId: string, membershipTarget: string | undefined): Promise<string[]> {
+    if (!this.ctx.federation.policy.enabled) return [];
+    const own = this.ctx.config.server_name;
+    const out = new Set<string>();
+    for (const userId of await this.ctx.rooms.joinedMembers(roomId)) {
+      const s = serverNameOf(userId);
+      if (s && s !== own) out.add(s);
+    }
+    const t = membershipTarget ? serverNameOf(membershipTarget) : null;
+    if (t && t !== own) out.add(t);
+    return [...out];
   }
 
   /** Replace the stored event by its redacted form (the original content is gone for good). */

@@ -1,10 +1,12 @@
 import type { Context } from '../server/services.js';
 import { WeightedLru } from '../server/lru.js';
+import { KeyedMutex } from '../server/mutex.js';
 import { EventStore } from './event-store.js';
 import { RecentEvents } from './recent-events.js';
 import { StateStore } from './state-store.js';
 import type { StoredEvent } from './types.js';
 import { EventSender, type SendRequest, type TxnKey } from './send.js';
+import { RemoteEvents } from './remote-events.js';
 import { createRoom, type CreateRoomBody } from './create-room.js';
 import { changeMembership, type MembershipChange } from './membership.js';
 
@@ -35,6 +37,10 @@ export class RoomsService {
   /** The newest events of active rooms (fed by the write path after commit). */
   readonly recent = new RecentEvents();
   private readonly sender: EventSender;
+  /** One event writer per room at a time, local or remote. */
+  readonly roomLocks = new KeyedMutex();
+  /** Events from other servers: authorisation and persistence into the room DAG. */
+  readonly remote: RemoteEvents;
   /**
    * Each user's room_members rows as committed: dropped after commit by
    * every write that changes them (invalidateMemberships); a read that
@@ -48,7 +54,8 @@ export class RoomsService {
   constructor(private readonly ctx: Context) {
     this.events = new EventStore(ctx.storage.db, ctx.config.event_cache_size);
     this.state = new StateStore(ctx.storage.db, this.events, ctx.config.state_cache_size);
-    this.sender = new EventSender(ctx, this.events, this.state);
+    this.sender = new EventSender(ctx, this.events, this.state, this.roomLocks);
+    this.remote = new RemoteEvents(ctx, this.events, this.state, this.roomLocks);
     ctx.streams.onReset(() => {
       this.memberRows.clear();
       this.memberGen++;
@@ -112,6 +119,11 @@ export class RoomsService {
   /** The event this device already sent to this room under `txnId` (idempotent retries). */
   findTxnEvent(roomId: string, sender: string, txn: TxnKey): Promise<StoredEvent | undefined> {
     return this.sender.findTxn(roomId, sender, txn);
+  }
+
+  /** An unsigned, authorised event template on the current state (federation make_join/make_leave). */
+  buildUnsigned(...args: Parameters<EventSender['buildUnsigned']>) {
+    return this.sender.buildUnsigned(...args);
   }
 
   /** Build, authorize, sign and persist one event; returns its stored form. */

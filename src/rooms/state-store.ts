@@ -12,6 +12,8 @@ export const splitStateKey = (k: string): [string, string] => {
 
 /** A full snapshot after this many deltas, so reading state never walks a long chain. */
 const MAX_CHAIN = 50;
+/** Rows (or ids) per statement in bulk reads and writes: well under SQLite's and PostgreSQL's parameter limits. */
+const BATCH = 500;
 
 /**
  * Room state as state groups: each group is either a full snapshot or a
@@ -21,7 +23,7 @@ const MAX_CHAIN = 50;
  */
 export class StateStore {
   private groups: Lru<number, Map<string, string>>; // group -> (stateKey -> event_id)
-  private keyNids = new Lru<string, number>(20_000);
+  private keyNidCache = new Lru<string, number>(50_000);
 
   constructor(private readonly db: Db, private readonly events: EventStore, cacheSize: number) {
     this.groups = new Lru(cacheSize);
@@ -105,8 +107,12 @@ export class StateStore {
       if (chainLength > MAX_CHAIN) {
         // Collapse into a fresh snapshot.
         const full = await this.groupIds(prevGroup, tx);
-        const nids = await tx.selectFrom('events').select(['event_id', 'nid']).where('event_id', 'in', [...full.values()]).execute();
-        const nidOf = new Map(nids.map((r) => [r.event_id, Number(r.nid)]));
+        const ids = [...full.values()];
+        const nidOf = new Map<string, number>();
+        for (let i = 0; i < ids.length; i += BATCH) {
+          const rows = await tx.selectFrom('events').select(['event_id', 'nid']).where('event_id', 'in', ids.slice(i, i + BATCH)).execute();
+          for (const r of rows) nidOf.set(r.event_id, Number(r.nid));
+        }
         entries = new Map();
         for (const [k, id] of full) entries.set(k, { nid: nidOf.get(id)!, eventId: id });
         for (const [k, v] of changes) entries.set(k, v);
@@ -116,10 +122,10 @@ export class StateStore {
     }
     const inserted = await tx.insertInto('state_groups').values({ room_id: roomId, prev_group: prev, chain_length: chainLength }).returning('id').executeTakeFirstOrThrow();
     const groupId = Number(inserted.id);
-    for (const [k, v] of entries) {
-      const keyNid = await this.keyNid(tx, k);
-      await tx.insertInto('state_group_entries').values({ group_id: groupId, key_nid: keyNid, event_nid: v.nid }).execute();
-    }
+    // A snapshot of a big room has tens of thousands of entries: one statement per entry would dominate the write.
+    const keyNids = await this.keyNids(tx, [...entries.keys()]);
+    const rows = [...entries].map(([k, v]) => ({ group_id: groupId, key_nid: keyNids.get(k)!, event_nid: v.nid }));
+    for (let i = 0; i < rows.length; i += BATCH) await tx.insertInto('state_group_entries').values(rows.slice(i, i + BATCH)).execute();
     return groupId;
   }
 
@@ -128,17 +134,37 @@ export class StateStore {
     this.groups.set(groupId, state);
   }
 
-  private async keyNid(tx: Tx, k: string): Promise<number> {
-    const hit = this.keyNids.get(k);
-    if (hit !== undefined) return hit;
-    const [type, stateKey] = splitStateKey(k);
-    const row = await tx.selectFrom('state_keys').select('nid').where('type', '=', type).where('state_key', '=', stateKey).executeTakeFirst();
-    if (row) {
-      this.keyNids.set(k, Number(row.nid));
-      return Number(row.nid);
+  /** nids of state keys (type\u0000state_key), creating the unknown ones. */
+  private async keyNids(tx: Tx, keys: string[]): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    const byType = new Map<string, string[]>();
+    for (const k of keys) {
+      const hit = this.keyNidCache.get(k);
+      if (hit !== undefined) { out.set(k, hit); continue; }
+      const [type, stateKey] = splitStateKey(k);
+      const list = byType.get(type);
+      if (list) list.push(stateKey); else byType.set(type, [stateKey]);
     }
-    // A fresh nid is not cached: if this transaction rolls back it never existed.
-    const ins = await tx.insertInto('state_keys').values({ type, state_key: stateKey }).returning('nid').executeTakeFirstOrThrow();
-    return Number(ins.nid);
+    const fresh: Array<{ type: string; state_key: string }> = [];
+    for (const [type, stateKeys] of byType) {
+      const found = new Set<string>();
+      for (let i = 0; i < stateKeys.length; i += BATCH) {
+        const rows = await tx.selectFrom('state_keys').select(['nid', 'state_key'])
+          .where('type', '=', type).where('state_key', 'in', stateKeys.slice(i, i + BATCH)).execute();
+        for (const r of rows) {
+          const k = stateKeyOf(type, r.state_key);
+          this.keyNidCache.set(k, Number(r.nid));
+          out.set(k, Number(r.nid));
+          found.add(r.state_key);
+        }
+      }
+      for (const sk of stateKeys) if (!found.has(sk)) fresh.push({ type, state_key: sk });
+    }
+    // Fresh nids are not cached: if this transaction rolls back they never existed.
+    for (let i = 0; i < fresh.length; i += BATCH) {
+      const rows = await tx.insertInto('state_keys').values(fresh.slice(i, i + BATCH)).returning(['nid', 'type', 'state_key']).execute();
+      for (const r of rows) out.set(stateKeyOf(r.type, r.state_key), Number(r.nid));
+    }
+    return out;
   }
 }

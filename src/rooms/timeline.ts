@@ -12,7 +12,8 @@ import { toClientEvent } from './client-event.js';
 import { EVENT_COLUMNS, rowToStoredEvent } from './event-store.js';
 import { makeRoomToken, parseRoomToken } from '../sync/tokens.js';
 import type { ClientEvent, Requesting, StoredEvent } from './types.js';
-import { HistoryVisibilityOracle, MAX_POS, loadVisibility } from './visibility.js';
+import { HistoryVisibilityOracle, MAX_POS, MIN_POS, loadVisibility } from './visibility.js';
+import { BACKFILL_WAIT_MS, backfillerOf, historyBaseline } from '../federation/backfill.js';
 
 // ---------------------------------------------------------------------------
 // RoomEventFilter
@@ -155,7 +156,7 @@ export async function openRoomForReading(ctx: Context, roomId: string, requester
   const db = ctx.storage.db;
   const member = await db.selectFrom('room_members').select(['membership', 'event_id', 'stream_pos', 'forgotten'])
     .where('room_id', '=', roomId).where('user_id', '=', requester.userId).executeTakeFirst();
-  const oracle = await loadVisibility(db, roomId, requester.userId);
+  const oracle = await loadVisibility(db, roomId, requester.userId, await historyBaseline(ctx, roomId));
   const base = { roomId, requester, oracle };
   if (member?.membership === 'join') return { ...base, mode: 'joined' };
   if (member && !member.forgotten) {
@@ -189,9 +190,16 @@ export async function stateAtPosition(ctx: Context, roomId: string, pos: number)
   return ctx.rooms.state.groupEvents(Number(row.state_group));
 }
 
-/** Parse a pagination token parameter (`t<pos>` or a sync token) or throw 400 M_INVALID_PARAM. */
+/** Parse a pagination token parameter (`t<pos>`, `t-<n>` or a sync token) or throw 400 M_INVALID_PARAM. */
 export function tokenParam(_name: string, value: string): number {
+  const neg = /^t-(\d{1,16})$/.exec(value);
+  if (neg && Number(neg[1]) <= -MIN_POS) return -Number(neg[1]);
   return parseRoomToken(value);
+}
+
+/** A room token; backfilled history lies at negative positions (`t-<n>`), which only /messages and /context read. */
+function roomToken(pos: number): string {
+  return pos < 0 ? `t-${Math.min(-pos, -MIN_POS)}` : makeRoomToken(pos);
 }
 
 // ---------------------------------------------------------------------------
@@ -289,21 +297,22 @@ export interface MessagesResponse {
 
 export async function roomMessages(ctx: Context, reader: RoomReader, q: MessagesQuery): Promise<MessagesResponse> {
   const head = await currentStreamPos(ctx.storage.db);
-  const fromPos = q.from !== undefined ? tokenParam('from', q.from) : q.dir === 'b' ? head : 0;
+  const fromPos = q.from !== undefined ? tokenParam('from', q.from) : q.dir === 'b' ? head : MIN_POS;
   const toPos = q.to !== undefined ? tokenParam('to', q.to) : undefined;
-  const start = q.from ?? makeRoomToken(fromPos);
+  const start = q.from ?? roomToken(fromPos);
   const limit = Math.min(q.limit, MAX_MESSAGES_LIMIT);
   if (limit <= 0) return { start, end: start, chunk: [] };
 
   // Backwards from P: P, P-1, ... down to (but excluding) `to`. Forwards: P+1, ... up to and including `to`.
   const [lo, hi] = q.dir === 'b'
-    ? [toPos === undefined ? 0 : toPos + 1, fromPos]
+    ? [toPos === undefined ? MIN_POS : toPos + 1, fromPos]
     : [fromPos + 1, toPos === undefined ? MAX_POS : toPos];
-  const res = await scanTimeline(ctx, reader, { dir: q.dir, lo, hi, want: limit + 1, filter: q.filter });
+  let res = await scanTimeline(ctx, reader, { dir: q.dir, lo, hi, want: limit + 1, filter: q.filter });
+  if (q.dir === 'b' && toPos === undefined && res.exhausted) res = await withBackfill(ctx, reader, res, hi, limit + 1, q.filter);
 
   let chunk = res.events;
   let end: string | undefined;
-  const tokenAfter = (pos: number) => makeRoomToken(q.dir === 'b' ? pos - 1 : pos);
+  const tokenAfter = (pos: number) => roomToken(q.dir === 'b' ? pos - 1 : pos);
   if (chunk.length > limit) {
     chunk = chunk.slice(0, limit);
     end = tokenAfter(chunk[chunk.length - 1].streamPos);
@@ -311,7 +320,7 @@ export async function roomMessages(ctx: Context, reader: RoomReader, q: Messages
     end = tokenAfter(res.cursor);
   } else if (toPos !== undefined) {
     // Stopped at the caller's `to`; the room may go on beyond it.
-    end = makeRoomToken(toPos);
+    end = roomToken(toPos);
   }
   // Otherwise nothing further is visible in that direction: `end` is omitted (spec).
 
@@ -320,6 +329,33 @@ export async function roomMessages(ctx: Context, reader: RoomReader, q: Messages
   if (q.filter?.lazy_load_members && chunk.length) {
     const newest = q.dir === 'b' ? chunk[0] : chunk[chunk.length - 1];
     out.state = await formatEvents(ctx, await senderMembers(ctx, newest, chunk), reader.requester, reader.roomId);
+  }
+  return out;
+}
+
+/** Backfill rounds one /messages request may wait for (each brings up to BACKFILL_LIMIT events). */
+const MAX_BACKFILL_ROUNDS = 5;
+
+/**
+ * A backwards scan found no more visible events: when the room's oldest
+ * events have unknown prev events (a room joined over federation), fetch
+ * older history (federation/backfill.ts) and scan on into it, again while
+ * what arrives is not visible to the reader, within BACKFILL_WAIT_MS. The
+ * fetched events lie below every position already scanned, and may change
+ * what the reader can see (history visibility events), so the oracle is
+ * reloaded each time.
+ */
+async function withBackfill(ctx: Context, reader: RoomReader, res: ScanResult, hi: number, want: number, filter?: RoomEventFilter): Promise<ScanResult> {
+  const deadline = Date.now() + BACKFILL_WAIT_MS;
+  let out = res;
+  for (let round = 0; round < MAX_BACKFILL_ROUNDS && out.exhausted; round++) {
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    if ((await backfillerOf(ctx).maybeBackfill(reader.roomId, left)) === 0) break;
+    const oracle = await loadVisibility(ctx.storage.db, reader.roomId, reader.requester.userId, await historyBaseline(ctx, reader.roomId));
+    const below = out.cursor !== undefined ? Math.min(hi, out.cursor - 1) : hi;
+    const more = await scanTimeline(ctx, { ...reader, oracle }, { dir: 'b', lo: MIN_POS, hi: below, want: want - out.events.length, filter });
+    out = { ...more, events: [...out.events, ...more.events], cursor: more.cursor ?? out.cursor };
   }
   return out;
 }
@@ -357,12 +393,12 @@ export async function eventContext(
   const nBefore = Math.floor(limit / 2);
   const nAfter = limit - nBefore;
   const head = await currentStreamPos(ctx.storage.db);
-  const before = await scanTimeline(ctx, reader, { dir: 'b', lo: 0, hi: ev.streamPos - 1, want: nBefore, filter });
+  const before = await scanTimeline(ctx, reader, { dir: 'b', lo: MIN_POS, hi: ev.streamPos - 1, want: nBefore, filter });
   const after = await scanTimeline(ctx, reader, { dir: 'f', lo: ev.streamPos + 1, hi: Math.max(head, ev.streamPos), want: nAfter, filter });
   const firstBefore = before.events[before.events.length - 1];
   const lastAfter = after.events[after.events.length - 1];
-  const start = makeRoomToken((firstBefore ?? ev).streamPos - 1);
-  const end = makeRoomToken((lastAfter ?? ev).streamPos);
+  const start = roomToken((firstBefore ?? ev).streamPos - 1);
+  const end = roomToken((lastAfter ?? ev).streamPos);
 
   // Spec: the state at the last event returned; the filter applies to it too.
   const stateEvents = [...(await ctx.rooms.state.afterEvent(lastAfter ?? ev)).values()];

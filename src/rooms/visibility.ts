@@ -24,6 +24,8 @@ export function historyVisibilityOf(content: unknown): HistoryVisibility {
 
 /** Largest position a range may end at ("until the end of time"). */
 export const MAX_POS = Number.MAX_SAFE_INTEGER;
+/** Smallest position a range may start at: backfilled history has negative positions (federation/backfill.ts). */
+export const MIN_POS = -Number.MAX_SAFE_INTEGER;
 
 /** What the decision depends on, oldest first. */
 export interface VisibilityFacts {
@@ -31,6 +33,12 @@ export interface VisibilityFacts {
   historyVisibility: Array<{ pos: number; value: HistoryVisibility }>;
   /** The user's own `m.room.member` events. */
   membership: Array<{ pos: number; membership: string; eventId: string }>;
+  /**
+   * In force before the first of `historyVisibility` (default `shared`). A
+   * room whose early history is not here yet (joined over federation) has
+   * older settings we cannot see: see federation/backfill.ts.
+   */
+  baseline?: HistoryVisibility;
 }
 
 /** The parts of an event the decision looks at. */
@@ -77,10 +85,16 @@ export class HistoryVisibilityOracle {
   /** Every membership event, for "where did the user stop being joined". */
   private readonly allMem: Array<{ pos: number; membership: string; eventId: string }>;
   private readonly lastJoinPos: number;
+  private readonly baseline: HistoryVisibility;
   private ranges?: Array<[number, number]>;
 
-  constructor(readonly userId: string, facts: VisibilityFacts) {
-    let prevHv: HistoryVisibility = 'shared';
+  /**
+   * `minPos`: where the ranges start. Reads of room history pass MIN_POS so
+   * backfilled events count; /sync never looks below its own positions.
+   */
+  constructor(readonly userId: string, facts: VisibilityFacts, private readonly minPos = 0) {
+    this.baseline = facts.baseline ?? 'shared';
+    let prevHv = this.baseline;
     for (const h of [...facts.historyVisibility].sort((a, b) => a.pos - b.pos)) {
       if (h.value !== prevHv) this.hv.push(h);
       prevHv = h.value;
@@ -99,7 +113,7 @@ export class HistoryVisibilityOracle {
   /** History visibility in force just before `pos`. */
   historyVisibilityBefore(pos: number): HistoryVisibility {
     const i = lastBefore(this.hv, pos);
-    return i < 0 ? 'shared' : this.hv[i].value;
+    return i < 0 ? this.baseline : this.hv[i].value;
   }
 
   /** The user's membership just before `pos` (undefined: never a member). */
@@ -109,7 +123,7 @@ export class HistoryVisibilityOracle {
   }
 
   get currentHistoryVisibility(): HistoryVisibility {
-    return this.hv.length ? this.hv[this.hv.length - 1].value : 'shared';
+    return this.hv.length ? this.hv[this.hv.length - 1].value : this.baseline;
   }
 
   get currentMembership(): string | undefined {
@@ -170,7 +184,7 @@ export class HistoryVisibilityOracle {
     };
     // Between two change points nothing varies, so any interior point decides the segment.
     const plain = (pos: number) => this.canSee({ pos, type: '', content: {} });
-    let next = 0;
+    let next = this.minPos;
     for (const p of sorted) {
       if (next <= p - 1) add(next, p - 1, plain(p - 0.5));
       add(p, p, this.canSee(points.get(p)!));
@@ -183,9 +197,9 @@ export class HistoryVisibilityOracle {
 }
 
 /** Load the facts for one user and room (rejected events never count). */
-export async function loadVisibility(db: Db, roomId: string, userId: string): Promise<HistoryVisibilityOracle> {
+export async function loadVisibility(db: Db, roomId: string, userId: string, baseline?: HistoryVisibility): Promise<HistoryVisibilityOracle> {
   const facts = await loadVisibilityFacts(db, userId, [roomId]);
-  return new HistoryVisibilityOracle(userId, facts.get(roomId)!);
+  return new HistoryVisibilityOracle(userId, { ...facts.get(roomId)!, baseline }, MIN_POS);
 }
 
 /**

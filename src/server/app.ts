@@ -9,8 +9,9 @@ import { registerAllRoutes } from './routes.js';
  * error mapping and the 404/405 fallbacks. Domain routes are registered by
  * routes.ts.
  */
-export async function buildApp(ctx: Context): Promise<FastifyInstance> {
+export async function buildApp(ctx: Context, opts: { https?: { cert: string; key: string } } = {}): Promise<FastifyInstance> {
   const app = Fastify({
+    ...(opts.https ? { https: opts.https } : {}),
     logger: false,
     bodyLimit: ctx.config.max_request_size,
     // Legacy r0 paths are aliases of v3; old clients and bots still use them.

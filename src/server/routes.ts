@@ -10,6 +10,7 @@ import { registerKeysRoutes } from '../e2ee/keys-routes.js';
 import { registerKeyBackupRoutes } from '../e2ee/key-backup-routes.js';
 import { registerMediaRoutes } from '../media/routes.js';
 import { registerPreviewRoutes } from '../media/preview-routes.js';
+import { registerAdminRoutes } from '../admin/routes.js';
 import { registerFederationRoutes } from '../federation/routes.js';
 
 /** Every domain contributes its routes here. */
@@ -24,5 +25,6 @@ export async function registerAllRoutes(app: FastifyInstance, ctx: Context): Pro
   registerKeyBackupRoutes(app, ctx);
   registerMediaRoutes(app, ctx);
   registerPreviewRoutes(app, ctx);
+  registerAdminRoutes(app, ctx);
   registerFederationRoutes(app, ctx);
 }

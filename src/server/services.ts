@@ -13,7 +13,9 @@ import { ToDeviceService } from '../e2ee/to-device.js';
 import { KeysService } from '../e2ee/keys.js';
 import { KeyBackupService } from '../e2ee/key-backup.js';
 import { MediaService } from '../media/service.js';
+import { MediaRetention } from '../media/retention.js';
 import { FederationService } from '../federation/service.js';
+import { registerEduHandlers } from '../federation/edus.js';
 
 /** The full context: base plumbing plus one service per domain. */
 export interface Context extends BaseContext {
@@ -33,6 +35,8 @@ export interface Context extends BaseContext {
   toDevice: ToDeviceService;
   /** Content repository: uploads, downloads, thumbnails. */
   media: MediaService;
+  /** Media lifetimes (a timer while the server runs) and the admin API's deletions. */
+  mediaRetention: MediaRetention;
   /** Server-server plumbing: policy, discovery, outbound client, signing keys. */
   federation: FederationService;
   close(): Promise<void>;
@@ -54,9 +58,15 @@ export async function createContext(config: Config, log: Logger): Promise<Contex
   ctx.toDevice = new ToDeviceService(ctx);
   ctx.federation = new FederationService(ctx);
   ctx.media = new MediaService(ctx);
+  ctx.mediaRetention = new MediaRetention(ctx);
+  registerEduHandlers(ctx);
+  ctx.mediaRetention.start();
+  await ctx.federation.start();
   ctx.close = async () => {
+    await ctx.federation.stop();
     ctx.notifier.wakeAll();
     ctx.ephemeral.stop();
+    await ctx.mediaRetention.stop();
     await storage.close();
   };
   return ctx;

@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import type { AddressInfo, Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config/config.js';
@@ -10,6 +11,8 @@ export interface RunningServer {
   ctx: Context;
   /** Base URL the listener is reachable at, without a trailing slash (the real port when config.port is 0). */
   url: string;
+  /** Base URL of the TLS listener (https://127.0.0.1:<port>) when `federation_tls_port` is set. */
+  federationUrl?: string;
   /** Stop accepting requests, end in-flight ones (long-polls are woken), then close storage. Idempotent. */
   close(): Promise<void>;
 }
@@ -24,35 +27,75 @@ const SHUTDOWN_GRACE_MS = 5_000;
  */
 export async function startServer(config: Config, opts: { log?: Logger } = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger(config);
+  // Read the TLS files before opening storage, so a bad path fails fast and leaves nothing open.
+  // Port 0 with a certificate and key means "any free port" (tests); without them, no listener.
+  const wantTls = config.federation_tls_port > 0 || (config.federation_tls_cert !== '' && config.federation_tls_key !== '');
+  const tls = wantTls ? await readTlsFiles(config) : undefined;
   const ctx = await createContext(config, log);
-  let app: FastifyInstance;
-  let conns: Connections;
+  const listeners: Listener[] = [];
   try {
-    app = await buildApp(ctx);
-    conns = trackConnections(app);
-    if (log.isLevelEnabled('debug')) {
-      app.addHook('onResponse', async (req, reply) => {
-        log.debug({ method: req.method, url: scrubUrl(req.url), status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request');
-      });
-    }
+    const app = await buildApp(ctx);
+    listeners.push(prepareListener(app, log));
     await app.listen({ host: config.address, port: config.port });
+    if (tls) {
+      // The same routes and context over TLS, for federation without a reverse proxy.
+      const tlsApp = await buildApp(ctx, { https: tls });
+      listeners.push(prepareListener(tlsApp, log));
+      await tlsApp.listen({ host: config.address, port: config.federation_tls_port });
+    }
   } catch (err) {
+    await Promise.allSettled(listeners.map((l) => l.app.close()));
     await ctx.close().catch(() => {});
     throw err;
   }
 
-  const addr = app.server.address() as AddressInfo;
-  // A wildcard bind is reachable on loopback; report that, since it is what a local client can use.
-  const host = addr.address === '0.0.0.0' ? '127.0.0.1' : addr.address === '::' ? '::1' : addr.address;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+  const app = listeners[0].app;
+  const url = listenerUrl('http', app);
+  const federationUrl = listeners[1] ? listenerUrl('https', listeners[1].app) : undefined;
   // With port 0 the derived public_baseurl names port 0; point it at the real listener.
   if (config.port === 0 && /:0\/$/.test(config.public_baseurl)) {
-    ctx.config.public_baseurl = config.public_baseurl.replace(/:0\/$/, `:${addr.port}/`);
+    ctx.config.public_baseurl = config.public_baseurl.replace(/:0\/$/, `:${(app.server.address() as AddressInfo).port}/`);
   }
 
   let closing: Promise<void> | undefined;
-  const close = () => (closing ??= shutdown(app, ctx, conns));
-  return { app, ctx, url, close };
+  const close = () => (closing ??= shutdown(listeners, ctx));
+  return { app, ctx, url, ...(federationUrl ? { federationUrl } : {}), close };
+}
+
+interface Listener {
+  app: FastifyInstance;
+  conns: Connections;
+}
+
+function prepareListener(app: FastifyInstance, log: Logger): Listener {
+  const conns = trackConnections(app);
+  if (log.isLevelEnabled('debug')) {
+    app.addHook('onResponse', async (req, reply) => {
+      log.debug({ method: req.method, url: scrubUrl(req.url), status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request');
+    });
+  }
+  return { app, conns };
+}
+
+function listenerUrl(scheme: 'http' | 'https', app: FastifyInstance): string {
+  const addr = app.server.address() as AddressInfo;
+  // A wildcard bind is reachable on loopback; report that, since it is what a local client can use.
+  const host = addr.address === '0.0.0.0' ? '127.0.0.1' : addr.address === '::' ? '::1' : addr.address;
+  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${addr.port}`;
+}
+
+/** The PEM certificate chain and key of the TLS listener; each option is required and must be readable. */
+async function readTlsFiles(config: Config): Promise<{ cert: string; key: string }> {
+  const read = async (option: 'federation_tls_cert' | 'federation_tls_key'): Promise<string> => {
+    const file = config[option];
+    if (!file) throw new Error(`federation_tls_port is set, so ${option} (path to a PEM file) is required`);
+    try {
+      return await readFile(file, 'utf8');
+    } catch (err) {
+      throw new Error(`${option}: cannot read ${file}: ${(err as Error).message}`);
+    }
+  };
+  return { cert: await read('federation_tls_cert'), key: await read('federation_tls_key') };
 }
 
 /**
@@ -91,19 +134,21 @@ function trackConnections(app: FastifyInstance): Connections {
   };
 }
 
-async function shutdown(app: FastifyInstance, ctx: Context, conns: Connections): Promise<void> {
+async function shutdown(listeners: Listener[], ctx: Context): Promise<void> {
   // Stop listening first (new requests get refused or 503), then wake every
   // long-poll so it answers now instead of at its timeout. A /sync that
   // waits again after waking is woken again until the server is closed, and
   // each connection is dropped as soon as it has no response in progress.
-  const httpClosed = app.close();
+  const httpClosed = Promise.all(listeners.map((l) => l.app.close()));
   const nudge = () => {
     ctx.notifier.wakeAll();
-    conns.dropIdle();
+    for (const l of listeners) l.conns.dropIdle();
   };
   const waker = setInterval(nudge, 25);
   nudge();
-  const cut = setTimeout(() => app.server.closeAllConnections(), SHUTDOWN_GRACE_MS);
+  const cut = setTimeout(() => {
+    for (const l of listeners) l.app.server.closeAllConnections();
+  }, SHUTDOWN_GRACE_MS);
   try {
     await httpClosed;
   } finally {

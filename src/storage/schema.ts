@@ -258,4 +258,40 @@ export interface Database {
     sha256: string;
     created_ts: number;
   };
+  /** Other servers' signing keys (src/federation/keys.ts). valid_until_ts is already capped at fetch time + 7 days; old keys have expired_ts. */
+  server_keys: {
+    server_name: string;
+    key_id: string;
+    verify_key: string;
+    valid_until_ts: number;
+    expired_ts: number | null;
+    fetched_ts: number;
+  };
+  /** The last key response per server, with only the origin's signatures, for notary answers. */
+  server_key_responses: {
+    server_name: string;
+    key_json: string;
+    valid_until_ts: number;
+    fetched_ts: number;
+  };
+  /** Outbound PDUs and EDUs, stored once whatever the number of destinations (src/federation/queue.ts). */
+  federation_outbound_items: {
+    id: Generated<number>;
+    /** 'pdu' or 'edu'. */
+    kind: string;
+    /** JSON: the PDU, or the EDU {edu_type, content}. */
+    json: string;
+    created_ts: number;
+  };
+  /** One row per (destination, item) still to deliver; txn_id is set once the item is in a batch (stable across retries). */
+  federation_queue: { destination: string; item_id: number; kind: string; txn_id: string | null };
+  /** Per destination backoff after failed transactions (no row: healthy). */
+  federation_destinations: {
+    destination: string;
+    failures: number;
+    /** Not before this time (ms); null: now. */
+    retry_at: number | null;
+    last_error: string | null;
+    last_failure_ts: number | null;
+  };
 }

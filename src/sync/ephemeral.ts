@@ -3,6 +3,7 @@ import { forbidden } from '../server/errors.js';
 import { TypingTracker } from './typing.js';
 import { ReceiptService } from './receipts.js';
 import { PresenceService } from './presence.js';
+import { sendTypingEdu } from '../federation/edus.js';
 
 /**
  * Typing notifications, read receipts / markers and presence: the data
@@ -25,6 +26,8 @@ export class EphemeralService {
     const m = await this.ctx.rooms.membership(roomId, userId);
     if (m !== 'join') throw forbidden('You are not joined to this room');
     this.typing.set(roomId, userId, typing, timeoutMs);
+    // Every call, refreshes included: other servers time typing out on their own.
+    sendTypingEdu(this.ctx, roomId, userId, typing).catch((err: unknown) => this.ctx.log.warn({ err, roomId }, 'could not queue m.typing'));
   }
 
   /** Stop showing a user as typing (e.g. when they leave a room). */

@@ -1,6 +1,7 @@
 import type { Context } from '../server/services.js';
 import { invalidParam } from '../server/errors.js';
 import { Lru } from '../server/lru.js';
+import { sendPresenceEdu } from '../federation/edus.js';
 
 /**
  * Presence: one row per user with a stream position, shared with users who
@@ -116,6 +117,9 @@ export class PresenceService {
       (r) => (enabled ? [userId, ...r.rooms] : []),
     );
     this.cache.set(userId, row.row);
+    const p = { state, statusMsg: row.row.status_msg, lastActiveTs: row.row.last_active_ts };
+    // Remote users' presence arrives here too; sendPresenceEdu forwards local users' only.
+    await sendPresenceEdu(this.ctx, userId, p, row.rooms).catch((err: unknown) => this.ctx.log.warn({ err }, 'could not queue m.presence'));
   }
 
   /** Refresh the last-active time without a new stream position (nobody is woken). */

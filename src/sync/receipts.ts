@@ -2,6 +2,8 @@ import type { Context } from '../server/services.js';
 import { forbidden, invalidParam, notFound } from '../server/errors.js';
 import { roomIdOf } from '../rooms/timeline.js';
 import { userRoomKey } from '../server/stream-changes.js';
+import { serverNameOf } from '../core/identifiers.js';
+import { sendReceiptEdu } from '../federation/edus.js';
 
 /**
  * Read receipts (m.read, m.read.private, threaded or not) and the fully
@@ -94,13 +96,22 @@ export class ReceiptService {
     await this.ctx.accounts.setAccountData(userId, roomId, 'm.fully_read', { event_id: eventId });
   }
 
+  /** A public read receipt from another server (the caller checked the user is theirs and joined). */
+  async receiveRemote(userId: string, roomId: string, eventId: string, threadId: string, ts: number): Promise<void> {
+    const ev = await this.ctx.rooms.events.get(eventId);
+    if (!ev || roomIdOf(ev) !== roomId) return; // an event we do not have: nothing to show the receipt on
+    await this.store(userId, roomId, 'm.read', eventId, threadId, ts);
+  }
+
   /**
    * Persist a receipt with a new stream position. A receipt never moves
    * backwards: one for an event older than the current one is ignored.
+   * A local user's public receipt also goes to the room's other servers.
    */
-  private async store(userId: string, roomId: string, receiptType: ReceiptType, eventId: string, threadId: string): Promise<void> {
+  private async store(userId: string, roomId: string, receiptType: ReceiptType, eventId: string, threadId: string, remoteTs?: number): Promise<void> {
     const ev = await this.requireEventInRoom(roomId, eventId);
-    await this.ctx.write(
+    const ts = remoteTs ?? Date.now();
+    const changed = await this.ctx.write(
       async (tx, alloc, onCommit) => {
         const existing = await tx
           .selectFrom('receipts as r')
@@ -113,7 +124,6 @@ export class ReceiptService {
           .executeTakeFirst();
         if (existing && Number(existing.stream_pos) >= ev.streamPos) return false;
         const pos = await alloc();
-        const ts = Date.now();
         await tx
           .insertInto('receipts')
           .values({ room_id: roomId, receipt_type: receiptType, user_id: userId, thread_id: threadId, event_id: eventId, ts, stream_pos: pos })
@@ -128,6 +138,9 @@ export class ReceiptService {
       // Private receipts only matter to their owner.
       (changed) => (changed ? [receiptType === 'm.read.private' ? userId : roomId] : []),
     );
+    if (changed && receiptType === 'm.read' && serverNameOf(userId) === this.ctx.config.server_name) {
+      await sendReceiptEdu(this.ctx, { roomId, userId, eventId, threadId, ts }).catch((err: unknown) => this.ctx.log.warn({ err, roomId }, 'could not queue m.receipt'));
+    }
   }
 
   /**

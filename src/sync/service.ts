@@ -671,11 +671,28 @@ export class SyncService {
 
   /** State (as stateKey -> event id) after the last event of the room at or before `pos`. */
   async stateIdsAt(roomId: string, pos: number): Promise<Map<string, string>> {
-    const row = await this.ctx.storage.db.selectFrom('events').select('state_group')
-      .where('room_id', '=', roomId).where('stream_pos', '<=', pos).where('rejected', '=', 0).where('state_group', 'is not', null)
+    const db = this.ctx.storage.db;
+    // Backfilled history sits at negative positions and carries old state: never the state "now" for sync.
+    const row = await db.selectFrom('events').select('state_group')
+      .where('room_id', '=', roomId).where('stream_pos', '<=', pos).where('stream_pos', '>=', 0).where('rejected', '=', 0).where('state_group', 'is not', null)
       .orderBy('stream_pos', 'desc').limit(1).executeTakeFirst();
-    if (!row || row.state_group == null) return new Map();
-    return this.ctx.rooms.state.groupIds(Number(row.state_group));
+    if (row && row.state_group != null) return this.ctx.rooms.state.groupIds(Number(row.state_group));
+    // Nothing of the room before `pos` here: a room joined over federation starts
+    // with our join, whose predecessors we never had. The state before that first
+    // event is its state after, without the event itself.
+    const first = await db.selectFrom('events').select(EVENT_COLUMNS)
+      .where('room_id', '=', roomId).where('stream_pos', '>', pos).where('rejected', '=', 0).where('state_group', 'is not', null)
+      .orderBy('stream_pos', 'asc').limit(1).executeTakeFirst();
+    if (!first || first.state_group == null) return new Map();
+    const ev = rowToStoredEvent(first);
+    if (ev.pdu.type === 'm.room.create') return new Map();
+    const ids = new Map(await this.ctx.rooms.state.groupIds(Number(first.state_group)));
+    if (typeof ev.pdu.state_key === 'string') {
+      const key = stateKeyOf(ev.pdu.type, ev.pdu.state_key);
+      const replaced = ev.pdu.unsigned?.replaces_state;
+      if (typeof replaced === 'string') ids.set(key, replaced); else ids.delete(key);
+    }
+    return ids;
   }
 
   /**

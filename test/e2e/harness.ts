@@ -16,6 +16,8 @@ import { startServer } from '../../src/server/start.js';
 export interface TestServer {
   /** Base URL without trailing slash, e.g. http://127.0.0.1:41234 */
   url: string;
+  /** https base URL of the TLS listener, when started with federation_tls_port. */
+  federationUrl?: string;
   serverName: string;
   ctx: Context;
   config: Config;
@@ -105,6 +107,7 @@ export async function startTestServer(overrides: Partial<Config> = {}): Promise<
     let closed: Promise<void> | undefined;
     return {
       url: server.url,
+      federationUrl: server.federationUrl,
       serverName: config.server_name,
       ctx: server.ctx,
       config: server.ctx.config,

@@ -19,6 +19,8 @@
  *   --log-level warn            the server's log level (its output is shown if the run fails)
  *   --no-build                  use dist/ as it is
  *   --out FILE                  results file (default bench/results/latest.json)
+ *   --federation                then run the federation join benchmark too
+ *                               (bench/federation-join.ts, also `npm run bench:federation`)
  *
  * Uses raw fetch (not matrix-js-sdk) so the load generator stays light.
  */
@@ -50,6 +52,7 @@ const { values: opt } = parseArgs({
     'log-level': { type: 'string', default: 'warn' },
     'no-build': { type: 'boolean', default: false },
     out: { type: 'string', default: path.join(root, 'bench', 'results', 'latest.json') },
+    federation: { type: 'boolean', default: false },
   },
 });
 const USERS = Number(opt.users);
@@ -463,6 +466,11 @@ async function main(): Promise<void> {
   writeFileSync(opt.out!, JSON.stringify(results, null, 2) + '\n');
   printTable(results);
   process.stdout.write(`\nresults written to ${path.relative(process.cwd(), opt.out!) || opt.out}\n`);
+  if (opt.federation) {
+    step('federation join benchmark (bench/federation-join.ts)');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'bench', 'federation-join.ts'), '--no-build'], { cwd: root, stdio: 'inherit' });
+    if (r.status !== 0) process.exitCode = 1;
+  }
 }
 
 function printTable(r: Record<string, any>): void {

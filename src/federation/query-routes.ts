@@ -5,8 +5,7 @@
  *
  * Serving: GET /query/profile, GET /query/directory, GET /user/devices/{userId},
  * POST /user/keys/query, POST /user/keys/claim, for local users and
- * aliases only. (There is no /openid/userinfo: this server issues no
- * OpenID tokens yet.)
+ * aliases only. (/openid/userinfo lives with the OpenID tokens.)
  *
  * Asking: remote profiles (cached briefly) and remote aliases, for the
  * client API.

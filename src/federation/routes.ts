@@ -11,6 +11,7 @@ import { registerKeyRoutes } from './key-routes.js';
 import { registerFederationRoomRoutes } from './room-routes.js';
 import { registerFederationQueryRoutes } from './query-routes.js';
 import { registerFederationMediaRoutes } from '../media/federation-routes.js';
+import { registerFederationOpenIdHierarchyRoutes } from './openid-hierarchy-routes.js';
 
 // Works from src/federation (tsx) and dist/federation (built) alike.
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
@@ -29,4 +30,5 @@ export function registerFederationRoutes(app: FastifyInstance, ctx: Context): vo
   registerFederationRoomRoutes(app, ctx);
   registerFederationQueryRoutes(app, ctx);
   registerFederationMediaRoutes(app, ctx);
+  registerFederationOpenIdHierarchyRoutes(app, ctx);
 }

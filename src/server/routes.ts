@@ -3,6 +3,8 @@ import type { Context } from './services.js';
 import { registerDiscoveryRoutes } from './discovery-routes.js';
 import { registerAccountRoutes } from '../accounts/routes.js';
 import { registerRoomRoutes } from '../rooms/routes.js';
+import { registerHierarchyRoutes } from '../rooms/hierarchy.js';
+import { registerOpenIdRoutes } from '../accounts/openid.js';
 import { registerSyncRoutes } from '../sync/routes.js';
 import { registerPushRoutes } from '../push/routes.js';
 import { registerToDeviceRoutes } from '../e2ee/to-device-routes.js';
@@ -18,6 +20,8 @@ export async function registerAllRoutes(app: FastifyInstance, ctx: Context): Pro
   registerDiscoveryRoutes(app, ctx);
   registerAccountRoutes(app, ctx);
   registerRoomRoutes(app, ctx);
+  registerHierarchyRoutes(app, ctx);
+  registerOpenIdRoutes(app, ctx);
   registerSyncRoutes(app, ctx);
   registerPushRoutes(app, ctx);
   registerToDeviceRoutes(app, ctx);

@@ -294,4 +294,6 @@ export interface Database {
     last_error: string | null;
     last_failure_ts: number | null;
   };
+  /** OpenID tokens for integration managers (src/accounts/openid.ts): SHA-256 of the token, owner, expiry (ms). */
+  openid_tokens: { token_hash: string; user_id: string; expires_ts: number };
 }

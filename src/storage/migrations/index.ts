@@ -21,8 +21,9 @@ import { media } from './008-media.js';
 import { mediaCache } from './009-media-cache.js';
 import { serverKeys } from './010-server-keys.js';
 import { federationQueue } from './011-federation-queue.js';
+import { openidTokens } from './012-openid-tokens.js';
 
-export const MIGRATIONS: Migration[] = [initial, sync, push, e2eeKeys, toDevice, keyBackup, media, mediaCache, serverKeys, federationQueue];
+export const MIGRATIONS: Migration[] = [initial, sync, push, e2eeKeys, toDevice, keyBackup, media, mediaCache, serverKeys, federationQueue, openidTokens];
 
 export async function runMigrations(db: Kysely<any>, dialect: Dialect): Promise<number> { // eslint-disable-line @typescript-eslint/no-explicit-any -- see Migration
   await sql`CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)`.execute(db);

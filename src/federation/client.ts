@@ -8,7 +8,8 @@
  */
 import { isIP } from 'node:net';
 import { Transform, type Readable } from 'node:stream';
-import { Agent, errors as undiciErrors, type Dispatcher } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
+import { loadUndici } from './undici.js';
 import { signRequest } from '../core/x-matrix.js';
 import type { BaseContext } from '../server/context.js';
 import { federationTlsOptions, type ResolvedServer, type ServerDiscovery } from './discovery.js';
@@ -118,7 +119,8 @@ function describe(err: unknown): string {
 }
 
 export class FederationClient {
-  private readonly agent: Agent;
+  private agentPromise: Promise<Agent> | undefined;
+  private readonly agentOptions: Agent.Options;
   private readonly ownPolicy: FederationPolicy;
 
   constructor(
@@ -130,12 +132,16 @@ export class FederationClient {
     // One pool per address (host:port); undici derives SNI per request from
     // the servername we pass, and unrefs idle sockets so they never hold the
     // process open. Pools of addresses gone idle are dropped by the Agent.
-    this.agent = new Agent({
+    this.agentOptions = {
       connections: opts.connectionsPerHost ?? 8,
       keepAliveTimeout: KEEP_ALIVE_MS,
       keepAliveMaxTimeout: 5 * 60_000,
       connect: { ...federationTlsOptions(ctx.config), timeout: DEFAULT_TIMEOUT_MS },
-    });
+    };
+  }
+
+  private agent(): Promise<Agent> {
+    return (this.agentPromise ??= loadUndici().then(({ Agent }) => new Agent(this.agentOptions)));
   }
 
   /** The service's policy once the full context is assembled (the client only sees BaseContext); the same config otherwise. */
@@ -206,7 +212,9 @@ export class FederationClient {
 
   /** Close pooled connections (in-flight requests finish first). */
   async close(): Promise<void> {
-    await this.agent.close();
+    const agent = this.agentPromise;
+    this.agentPromise = undefined;
+    if (agent) await (await agent).close();
   }
 
   /**
@@ -266,7 +274,7 @@ export class FederationClient {
         // SNI must not carry an IP address (RFC 6066); node then checks the certificate against the connect host.
         servername: isIP(target.tlsServerName) ? undefined : target.tlsServerName,
       };
-      const res = await this.agent.request(opts);
+      const res = await (await this.agent()).request(opts);
       return { res, done, signal: abort.signal };
     } catch (err) {
       done();
@@ -277,7 +285,8 @@ export class FederationClient {
   private wrap(destination: string, err: unknown, signal?: AbortSignal): FederationRequestError {
     if (err instanceof FederationRequestError) return err;
     if (signal?.aborted && signal.reason instanceof FederationRequestError) return signal.reason;
-    if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError) {
+    const code = (err as { code?: unknown } | null)?.code;
+    if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
       return new FederationRequestError(destination, `timed out: ${describe(err)}`);
     }
     return new FederationRequestError(destination, `request failed: ${describe(err)}`);

@@ -13,7 +13,8 @@ import { readFileSync } from 'node:fs';
 import { resolveSrv as dnsResolveSrv } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { rootCertificates } from 'node:tls';
-import { Agent, request as undiciRequest } from 'undici';
+import type { Agent } from 'undici';
+import { loadUndici } from './undici.js';
 import type { Config } from '../config/config.js';
 import { isValidServerName } from '../core/identifiers.js';
 import type { BaseContext } from '../server/context.js';
@@ -353,12 +354,13 @@ export class WellKnownFetcher {
   constructor(private readonly config: Config) {}
 
   async fetch(url: string): Promise<WellKnownHttpResponse> {
-    this.agent ??= new Agent({
+    const undici = await loadUndici();
+    this.agent ??= new undici.Agent({
       connections: 2,
       keepAliveTimeout: 10_000,
       connect: { ...federationTlsOptions(this.config), timeout: WELL_KNOWN_TIMEOUT_MS },
     });
-    const res = await undiciRequest(url, {
+    const res = await undici.request(url, {
       method: 'GET',
       dispatcher: this.agent,
       signal: AbortSignal.timeout(WELL_KNOWN_TIMEOUT_MS),

@@ -177,6 +177,20 @@ export const OPTIONS = [
   { section: 'Federation', key: 'trusted_key_servers', kind: 'string', default: 'matrix.org',
     help: 'Comma-separated notary servers asked for other servers\' signing keys when a server cannot be reached directly (empty: ask only the server itself).' },
 
+  // ---- administration and operations
+  { section: 'Administration', key: 'registration_shared_secret', kind: 'string', default: '',
+    help: "Shared secret for Synapse-style admin registration (POST /_synapse/admin/v1/register with nonce and HMAC, as register_new_matrix_user does). Empty: that endpoint is off. Prefer RANVIER_REGISTRATION_SHARED_SECRET." },
+  { section: 'Administration', key: 'metrics_enabled', kind: 'boolean', default: false,
+    help: 'Serve Prometheus metrics at /metrics on a listener of its own (metrics_address:metrics_port).' },
+  { section: 'Administration', key: 'metrics_address', kind: 'string', default: '127.0.0.1',
+    help: 'Address the metrics listener binds to. Keep it private: metrics reveal activity.' },
+  { section: 'Administration', key: 'metrics_port', kind: 'integer', default: 9090, help: 'Port of the metrics listener (0: any free port).',
+    check: (v: number) => (v >= 0 && v <= 65535 ? undefined : 'must be between 0 and 65535') },
+  { section: 'Administration', key: 'min_free_disk_bytes', kind: 'integer', default: 268435456,
+    help: 'When the disk holding data_dir has less free space than this (default 256 MiB), uploads and other writes are refused with 507/M_RESOURCE_LIMIT_EXCEEDED instead of risking a corrupted database (0: never refuse).', check: nonNegative },
+  { section: 'Administration', key: 'log_requests', kind: 'boolean', default: true,
+    help: 'Log one line per request (method, endpoint, status, time, user) at info level. Tokens and passwords are never logged.' },
+
   // ---- limits and caches
   { section: 'Caches', key: 'event_cache_size', kind: 'integer', default: 5000,
     help: 'Events kept in memory (bounded LRU).', check: nonNegative },

@@ -16,6 +16,7 @@
 import { AuthError, checkEventAuth, type StateMap } from '../core/auth-rules.js';
 import { authEventIds, prevEventIds, type PDU } from '../core/events.js';
 import { serverNameOf } from '../core/identifiers.js';
+import { serverAclAllows } from '../core/server-acl.js';
 import { getRoomVersion, type RoomVersion } from '../core/room-versions.js';
 import { Lru } from '../server/lru.js';
 import type { Context } from '../server/services.js';
@@ -131,8 +132,10 @@ export class Backfiller {
     // Not room-routes' serversInRoom: the read path (timeline.ts) should not pull in the federation routes.
     const rows = await this.ctx.storage.db.selectFrom('room_members').select('user_id')
       .where('room_id', '=', roomId).where('membership', '=', 'join').execute();
+    const acl = (await this.ctx.rooms.state.stateEvent(roomId, 'm.room.server_acl'))?.pdu.content;
+    // History is never taken from a server the room's ACL shuts out.
     const servers = [...new Set(rows.map((r) => serverNameOf(r.user_id)))]
-      .filter((s): s is string => !!s && s !== us).sort();
+      .filter((s): s is string => !!s && s !== us && serverAclAllows(acl, s)).sort();
     if (creatorServer && servers.includes(creatorServer)) servers.unshift(...servers.splice(servers.indexOf(creatorServer), 1));
     return servers.slice(0, MAX_SERVERS);
   }

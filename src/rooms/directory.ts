@@ -2,8 +2,7 @@
  * Room aliases and the published room directory:
  *   PUT/GET/DELETE /directory/room/{roomAlias}, GET /rooms/{roomId}/aliases,
  *   GET/PUT /directory/list/room/{roomId}, GET/POST /publicRooms.
- * This server does not federate: aliases and directories of other servers
- * are simply unknown.
+ * Other servers' aliases and directories are asked for over federation.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
@@ -16,6 +15,7 @@ import { parseBody, parseQuery, queryInt } from '../server/validate.js';
 import { stateKeyOf } from './state-store.js';
 import type { StoredEvent } from './types.js';
 import { historyVisibilityOf } from './visibility.js';
+import { queryRemoteAlias } from '../federation/query-routes.js';
 
 const V3 = '/_matrix/client/v3';
 
@@ -293,9 +293,20 @@ export function registerDirectoryRoutes(app: FastifyInstance, ctx: Context): voi
   app.get(`${V3}/directory/room/:roomAlias`, async (req) => {
     const alias = aliasParams(req);
     checkAliasSyntax(alias);
-    const roomId = isLocalAlias(ctx, alias) ? await resolveAlias(ctx, alias) : undefined;
+    if (!isLocalAlias(ctx, alias)) {
+      // Another server's alias: ask it (GET /query/directory).
+      const remote = await queryRemoteAlias(ctx, alias);
+      return { room_id: remote.roomId, servers: remote.servers };
+    }
+    const roomId = await resolveAlias(ctx, alias);
     if (!roomId) throw notFound(`Room alias ${alias} not found`);
-    return { room_id: roomId, servers: [ctx.config.server_name] };
+    // Every server with members in the room can help a client join; ours first.
+    const servers = new Set([ctx.config.server_name]);
+    for (const userId of await ctx.rooms.joinedMembers(roomId)) {
+      const s = serverNameOf(userId);
+      if (s) servers.add(s);
+    }
+    return { room_id: roomId, servers: [...servers] };
   });
 
   app.delete(`${V3}/directory/room/:roomAlias`, async (req) => {

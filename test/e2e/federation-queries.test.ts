@@ -88,6 +88,12 @@ describe('federation queries', { timeout: 90_000 }, () => {
     assert.deepEqual(dir.servers, ['a.test']);
     assert.equal(await statusOf(fromB('GET', '/_matrix/federation/v1/query/directory', { query: { room_alias: '#nope:a.test' } })), 404);
 
+    // The client directory API asks a.test too.
+    const viaClient = await bob.ok('GET', `/directory/room/${enc('#lobby:a.test')}`);
+    assert.equal(viaClient.room_id, id);
+    assert.ok(viaClient.servers.includes('a.test'));
+    assert.equal((await bob.get(`/directory/room/${enc('#nope:a.test')}`)).status, 404);
+
     const joined = await bob.ok('POST', `/join/${enc('#lobby:a.test')}`, {});
     assert.equal(joined.room_id, id);
     await waitFor('a.test sees bob joined', async () => {

@@ -101,7 +101,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Context): void 
   app.get(`${V3}/register/available`, async (req) => {
     const { username } = parseQuery(z.looseObject({ username: z.string().optional() }), req.query);
     if (username === undefined) throw missingParam('Missing parameter: username');
-    if (!ctx.config.allow_registration && !ctx.config.registration_token) throw forbidden('Registration is disabled');
+    if (!(await accounts().registrationEnabled())) throw forbidden('Registration is disabled');
     await accounts().checkUsernameAvailable(username);
     return { available: true };
   });
@@ -110,7 +110,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Context): void 
     const { token } = parseQuery(z.looseObject({ token: z.string().optional() }), req.query);
     if (token === undefined) throw missingParam('Missing parameter: token');
     ctx.limits.registration.take(`validity:${clientIp(req)}`);
-    return { valid: accounts().registrationTokenValid(token) };
+    return { valid: await accounts().registrationTokenValid(token) };
   });
 
   // ---- login and sessions -------------------------------------------------------------

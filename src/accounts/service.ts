@@ -5,7 +5,8 @@ import { MatrixError, forbidden, missingParam, notFound } from '../server/errors
 import type { Tx } from '../storage/db.js';
 import type { Requester } from './tokens.js';
 import { hashPassword, verifyPassword } from './passwords.js';
-import { UiaService, registrationFlows, secretEquals, type UiaFlow } from './uia.js';
+import { UIA_SESSION_TTL_MS, UiaService, registrationFlows, secretEquals, type UiaFlow } from './uia.js';
+import { RegistrationTokens } from './registration-tokens.js';
 import { loginCandidates, normaliseUsername, parseIdentifier, randomDeviceId, randomLocalpart } from './usernames.js';
 import { serverNameOf } from '../core/identifiers.js';
 import { fetchRemoteProfile } from '../federation/query-routes.js';
@@ -92,11 +93,14 @@ const userInUse = () => new MatrixError('M_USER_IN_USE', 400, 'Desired user ID i
  */
 export class AccountsService {
   readonly uia: UiaService;
+  /** Admin-managed registration tokens (the configured one lives in uia.ts). */
+  readonly registrationTokens: RegistrationTokens;
   private readonly devicesDeletedHooks: DevicesDeletedHook[] = [];
   private readonly deactivatedHooks: DeactivatedHook[] = [];
 
   constructor(private readonly ctx: Context) {
-    this.uia = new UiaService(ctx.storage.db, ctx.config);
+    this.registrationTokens = new RegistrationTokens(ctx.storage.db, UIA_SESSION_TTL_MS);
+    this.uia = new UiaService(ctx.storage.db, ctx.config, this.registrationTokens);
   }
 
   private get db() {
@@ -173,7 +177,7 @@ export class AccountsService {
    * user-interactive auth, as the spec asks; `ip` keys the rate limit.
    */
   async register(input: RegisterInput, ip: string): Promise<SessionResult> {
-    const flows = registrationFlows(this.ctx.config);
+    const flows = registrationFlows(this.ctx.config, await this.openToTokenHolders(input.auth));
     let localpart: string | undefined;
     if (input.username !== undefined && input.username !== '') localpart = await this.checkUsernameAvailable(input.username);
     // Every attempt at a stage counts (so a registration token cannot be
@@ -191,6 +195,7 @@ export class AccountsService {
       try {
         result = await this.db.transaction().execute(async (tx) => {
           await this.insertUser(tx, userId, passwordHash, false);
+          await this.registrationTokens.complete(tx, session);
           const out: SessionResult = { user_id: userId, home_server: this.serverName };
           if (!input.inhibit_login) {
             const s = await this.openSession(tx, userId, input.device_id, input.initial_device_display_name, ip);
@@ -211,11 +216,34 @@ export class AccountsService {
     return result;
   }
 
-  /** GET /register/m.login.registration_token/validity */
-  registrationTokenValid(token: string): boolean {
+  /**
+   * Whether registration is closed by configuration but open to holders of
+   * an admin-made token: one is usable, or the ongoing UIA session (in
+   * `auth`) already holds one, perhaps its last use.
+   */
+  private async openToTokenHolders(auth: unknown): Promise<boolean> {
     const { registration_token, allow_registration } = this.ctx.config;
-    if (!registration_token && !allow_registration) throw forbidden('Registration is not enabled on this homeserver.');
-    return !!registration_token && secretEquals(token, registration_token);
+    if (registration_token || allow_registration) return false;
+    if (await this.registrationTokens.anyValid()) return true;
+    const session = (auth as { session?: unknown } | null | undefined)?.session;
+    return typeof session === 'string' && (await this.registrationTokens.heldBy(session));
+  }
+
+  /** Whether anyone may register (openly, or with a configured or admin-made token). */
+  async registrationEnabled(): Promise<boolean> {
+    const { registration_token, allow_registration } = this.ctx.config;
+    return !!(registration_token || allow_registration) || this.registrationTokens.anyValid();
+  }
+
+  /** GET /register/m.login.registration_token/validity */
+  async registrationTokenValid(token: string): Promise<boolean> {
+    const { registration_token, allow_registration } = this.ctx.config;
+    if (registration_token && secretEquals(token, registration_token)) return true;
+    // Exhausted or expired admin tokens answer false rather than "registration disabled".
+    if (!registration_token && !allow_registration && !(await this.registrationTokens.anyExist())) {
+      throw forbidden('Registration is not enabled on this homeserver.');
+    }
+    return this.registrationTokens.isValid(token);
   }
 
   // ---- login and sessions ----------------------------------------------------------
@@ -288,6 +316,14 @@ export class AccountsService {
     return { access_token, device_id: id, revoked };
   }
 
+  /** Admin helper (shared-secret registration): a new device and token for `userId`, no password asked. */
+  async issueSession(userId: string, ip: string, deviceDisplayName?: string): Promise<{ access_token: string; device_id: string }> {
+    const { access_token, device_id } = await this.db.transaction().execute((tx) =>
+      this.openSession(tx, userId, undefined, deviceDisplayName, ip),
+    );
+    return { access_token, device_id };
+  }
+
   /** POST /logout: revoke this token and delete its device. */
   async logout(requester: Requester): Promise<void> {
     await this.deleteDevices(requester.userId, [requester.deviceId]);
@@ -341,25 +377,38 @@ export class AccountsService {
   }
 
   async deactivate(requester: Requester, auth: unknown): Promise<void> {
-    const userId = requester.userId;
-    await this.withUserAuth(auth, requester, 'deactivate', async () => {
-      await this.db.updateTable('users').set({ deactivated: 1, displayname: null, avatar_url: null })
-        .where('user_id', '=', userId).execute();
-      await this.deleteDevices(userId, undefined);
+    await this.withUserAuth(auth, requester, 'deactivate', () => this.deactivateUser(requester.userId));
+  }
+
+  /** Deactivate without re-authentication (the user's own request above, or a server admin's). */
+  async deactivateUser(userId: string): Promise<void> {
+    await this.db.updateTable('users').set({ deactivated: 1, displayname: null, avatar_url: null })
+      .where('user_id', '=', userId).execute();
+    await this.deleteDevices(userId, undefined);
+    try {
+      await this.ctx.rooms.leaveAll(userId);
+    } catch (err) {
+      this.ctx.log.warn({ err, userId }, 'could not leave rooms on deactivation');
+    }
+    for (const hook of this.deactivatedHooks) {
       try {
-        await this.ctx.rooms.leaveAll(userId);
+        await hook(userId);
       } catch (err) {
-        this.ctx.log.warn({ err, userId }, 'could not leave rooms on deactivation');
+        this.ctx.log.warn({ err, userId }, 'deactivation hook failed');
       }
-      for (const hook of this.deactivatedHooks) {
-        try {
-          await hook(userId);
-        } catch (err) {
-          this.ctx.log.warn({ err, userId }, 'deactivation hook failed');
-        }
-      }
-      this.ctx.log.info({ userId }, 'deactivated user');
+    }
+    this.ctx.log.info({ userId }, 'deactivated user');
+  }
+
+  /** Admin helper (CLI): set a new password and revoke every access token, as Synapse's reset_password does by default. */
+  async resetPassword(userId: string, newPassword: string): Promise<void> {
+    const passwordHash = await hashPassword(newPassword);
+    const revoked = await this.db.transaction().execute(async (tx) => {
+      await tx.updateTable('users').set({ password_hash: passwordHash }).where('user_id', '=', userId).execute();
+      return this.ctx.tokens.revokeWhere(tx, userId);
     });
+    this.ctx.tokens.forget(revoked);
+    this.ctx.log.info({ userId }, 'password reset');
   }
 
   // ---- devices -----------------------------------------------------------------------------

@@ -4,6 +4,13 @@ import { MatrixError } from '../server/errors.js';
 import { Lru } from '../server/lru.js';
 import type { Db, Tx } from '../storage/db.js';
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The authenticated user, for the request log; set by `TokenService.authenticate`. */
+    requesterId?: string;
+  }
+}
+
 export interface Requester {
   userId: string;
   deviceId: string;
@@ -47,6 +54,11 @@ export class TokenService {
 
   constructor(private readonly db: Db) {}
 
+  /** Cached token lookups (metrics). */
+  get cacheSize(): number {
+    return this.cache.size;
+  }
+
   async issue(tx: Tx, userId: string, deviceId: string): Promise<string> {
     const token = newToken();
     await tx.insertInto('access_tokens').values({ token_hash: hashToken(token), user_id: userId, device_id: deviceId, created_ts: Date.now() }).execute();
@@ -73,6 +85,7 @@ export class TokenService {
     }
     if (!who) throw new MatrixError('M_UNKNOWN_TOKEN', 401, 'Unrecognised access token', { soft_logout: false });
     this.touch(who, req.ip);
+    req.requesterId = who.userId;
     return who;
   }
 

@@ -3,6 +3,7 @@ import { MatrixError, badJson, forbidden } from '../server/errors.js';
 import type { Config } from '../config/config.js';
 import type { Db } from '../storage/db.js';
 import { verifyPassword } from './passwords.js';
+import { MAX_TOKEN_LENGTH, type RegistrationTokens } from './registration-tokens.js';
 import { loginCandidates, parseIdentifier } from './usernames.js';
 
 /**
@@ -46,7 +47,7 @@ export class StageFailed extends Error {
 }
 
 /** Checks one submitted stage; throws StageFailed (or a MatrixError) on failure. */
-export type StageChecker = (auth: Record<string, unknown>, opts: UiaOptions) => Promise<void>;
+export type StageChecker = (auth: Record<string, unknown>, opts: UiaOptions, sessionId: string) => Promise<void>;
 
 /** The 401 "more authentication needed" response; its body is not the usual {errcode, error}. */
 export class UiaRequired extends MatrixError {
@@ -67,11 +68,14 @@ export const UIA_SESSION_TTL_MS = 60 * 60 * 1000;
 /**
  * Registration flows for the configuration: open registration offers
  * m.login.dummy; a configured token is always required (and also opens
- * registration when allow_registration is off); neither means closed.
+ * registration when allow_registration is off); neither means closed,
+ * unless `dbTokens` (a usable admin-made token exists, see
+ * registration-tokens.ts), which opens it to token holders.
  */
-export function registrationFlows(config: Pick<Config, 'allow_registration' | 'registration_token'>): UiaFlow[] {
+export function registrationFlows(config: Pick<Config, 'allow_registration' | 'registration_token'>, dbTokens = false): UiaFlow[] {
   if (config.registration_token) return [{ stages: ['m.login.registration_token'] }];
   if (config.allow_registration) return [{ stages: ['m.login.dummy'] }];
+  if (dbTokens) return [{ stages: ['m.login.registration_token'] }];
   throw forbidden('Registration is disabled');
 }
 
@@ -106,14 +110,17 @@ interface SessionRow {
 export class UiaService {
   private readonly stages = new Map<string, StageChecker>();
 
-  constructor(private readonly db: Db, private readonly config: Config) {
+  constructor(private readonly db: Db, private readonly config: Config, private readonly tokens?: RegistrationTokens) {
     this.stages.set('m.login.dummy', async () => {});
     this.stages.set('m.login.password', (auth, opts) => this.checkPassword(auth, opts));
-    this.stages.set('m.login.registration_token', async (auth) => {
+    this.stages.set('m.login.registration_token', async (auth, _opts, sessionId) => {
       const token = auth.token;
       if (typeof token !== 'string' || !token) throw new StageFailed('M_MISSING_PARAM', 'Missing registration token');
       const expected = this.config.registration_token;
-      if (!expected || !secretEquals(token, expected)) throw new StageFailed('M_UNAUTHORIZED', 'Invalid registration token');
+      if (expected && secretEquals(token, expected)) return;
+      // An admin-made token: the session takes one of its uses (pending until registration completes).
+      if (this.tokens && token.length <= MAX_TOKEN_LENGTH && (await this.tokens.reserve(sessionId, token))) return;
+      throw new StageFailed('M_UNAUTHORIZED', 'Invalid registration token');
     });
   }
 
@@ -178,7 +185,7 @@ export class UiaService {
           throw this.required(session, opts, 'M_FORBIDDEN', `Stage ${type} attempted out of order`);
         }
         try {
-          await checker(dict, opts);
+          await checker(dict, opts, session.session_id);
         } catch (err) {
           if (err instanceof StageFailed) throw this.required(session, opts, err.errcode, err.message);
           throw err;

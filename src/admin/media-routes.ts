@@ -22,30 +22,17 @@
  * media (info, delete) and unknown users.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { MatrixError, invalidParam, missingParam } from '../server/errors.js';
+import { MatrixError, invalidParam } from '../server/errors.js';
 import type { Context } from '../server/services.js';
 import { requireServerAdmin } from './auth.js';
 import { MEDIA_ORDER, MediaAdmin, type MediaOrder } from './media-admin.js';
+import { V1, type Query, params, query, intParam } from './params.js';
 
-const V1 = '/_synapse/admin/v1';
 /** Below this a "millisecond" timestamp is December 1970: surely seconds by mistake (Synapse's check). */
 const MIN_BEFORE_TS = 30_000_000_000;
 
-type Query = Record<string, unknown>;
-const params = (req: FastifyRequest) => req.params as Record<string, string>;
-const query = (req: FastifyRequest) => (req.query ?? {}) as Query;
 
 /** A non-negative integer query parameter; `fallback` when absent, M_MISSING_PARAM when required. */
-function intParam(q: Query, name: string, fallback?: number): number {
-  const v = q[name];
-  if (v === undefined) {
-    if (fallback === undefined) throw missingParam(`Missing integer query parameter '${name}'`);
-    return fallback;
-  }
-  if (typeof v !== 'string' || !/^\d{1,16}$/.test(v)) throw invalidParam(`Query parameter '${name}' must be a string representing a positive integer`);
-  return Number(v);
-}
-
 function boolParam(q: Query, name: string, fallback: boolean): boolean {
   const v = q[name];
   if (v === undefined) return fallback;

@@ -187,7 +187,7 @@ export const OPTIONS = [
   { section: 'Administration', key: 'metrics_port', kind: 'integer', default: 9090, help: 'Port of the metrics listener (0: any free port).',
     check: (v: number) => (v >= 0 && v <= 65535 ? undefined : 'must be between 0 and 65535') },
   { section: 'Administration', key: 'min_free_disk_bytes', kind: 'integer', default: 268435456,
-    help: 'When the disk holding data_dir has less free space than this (default 256 MiB), uploads and other writes are refused with 507/M_RESOURCE_LIMIT_EXCEEDED instead of risking a corrupted database (0: never refuse).', check: nonNegative },
+    help: 'When the disk holding data_dir has less free space than this (default 256 MiB), media uploads, message and state sends, room creation, registration and incoming federation transactions get 507 M_RESOURCE_LIMIT_EXCEEDED (a server-side condition, so 5xx) instead of risking a corrupted database; reads keep working (0: never refuse).', check: nonNegative },
   { section: 'Administration', key: 'log_requests', kind: 'boolean', default: true,
     help: 'Log one line per request (method, endpoint, status, time, user) at info level. Tokens and passwords are never logged.' },
 

@@ -229,6 +229,7 @@ export class MediaService {
 
   /** POST /_matrix/media/v3/upload */
   async upload(userId: string, input: UploadInput): Promise<string> {
+    await this.ctx.disk.check();
     return this.gate.write(async () => {
       const stored = await this.receive(userId, input);
       const mediaId = await this.insertUploaded(userId, stored, input.contentType, input.filename);
@@ -253,6 +254,7 @@ export class MediaService {
    */
   async storeBuffer(userId: string, data: Buffer, contentType: string | undefined, filename?: string): Promise<string> {
     if (data.length > this.ctx.config.max_upload_size) throw new MatrixError('M_TOO_LARGE', 413, `Content is larger than ${this.ctx.config.max_upload_size} bytes`);
+    await this.ctx.disk.check();
     return this.gate.write(async () => {
       await this.checkQuota(userId, data.length);
       const stored = await this.store.putBuffer(data);
@@ -294,6 +296,7 @@ export class MediaService {
   /** PUT /_matrix/media/v3/upload/{serverName}/{mediaId} */
   async uploadTo(userId: string, serverName: string, mediaId: string, input: UploadInput): Promise<void> {
     await this.checkPutTarget(userId, serverName, mediaId);
+    await this.ctx.disk.check();
     await this.gate.write(() => this.receiveInto(userId, mediaId, input));
     this.wake(mediaId);
   }

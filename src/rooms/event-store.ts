@@ -31,6 +31,11 @@ export class EventStore {
     this.byId = new Lru(cacheSize);
   }
 
+  /** Cached events (metrics). */
+  get cacheSize(): number {
+    return this.byId.size;
+  }
+
   async get(eventId: string): Promise<StoredEvent | undefined> {
     const hit = this.byId.get(eventId);
     if (hit) return hit;

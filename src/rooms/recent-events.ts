@@ -29,6 +29,11 @@ export class RecentEvents {
     this.rooms = new Lru(rooms);
   }
 
+  /** Rooms with a cached tail (metrics). */
+  get cacheSize(): number {
+    return this.rooms.size;
+  }
+
   /** Record an accepted event (call after its transaction commits). */
   add(roomId: string, pos: number, eventId: string): void {
     let t = this.rooms.get(roomId);

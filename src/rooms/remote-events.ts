@@ -515,6 +515,7 @@ export class RemoteEvents {
         this.events.remember(result);
         this.state.primeGroup(stateGroup, after);
         this.ctx.rooms.recent.add(roomId, pos, ev.eventId);
+        this.ctx.metrics?.eventsPersisted.inc({ origin: 'remote' });
         streams.events.entityChanged(roomId, pos);
         if (currentChanged || isState) streams.roomState.entityChanged(roomId, pos);
         for (const [k] of memberChanges) this.ctx.rooms.invalidateMemberships(k.slice('m.room.member\u0000'.length));

@@ -8,7 +8,9 @@ import { z } from 'zod';
 import { getRoomVersion } from '../core/room-versions.js';
 import { isValidHistoricalUserId, isValidRoomAlias, isValidRoomId, isValidServerName, serverNameOf } from '../core/identifiers.js';
 import { joinRemoteRoom, knockRemoteRoom } from '../federation/join.js';
+import { assertRoomNotBlocked } from '../admin/room-admin.js';
 import { queryRemoteAlias } from '../federation/query-routes.js';
+import { shadowBannedEventId } from '../admin/users-routes.js';
 import { MatrixError, badJson, forbidden, invalidParam, notFound } from '../server/errors.js';
 import type { Context } from '../server/services.js';
 import { jsonObject, parseBody, parseQuery, queryInt } from '../server/validate.js';
@@ -199,6 +201,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
   // ---- membership
 
   const join = async (who: Requester, roomId: string, reason?: string, via: string[] = []) => {
+    await assertRoomNotBlocked(ctx, roomId);
     const room = await ctx.rooms.getRoom(roomId);
     if (!room) {
       // Not a room we know: join it through a server that is in it.
@@ -364,6 +367,8 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     const prior = await ctx.rooms.findTxnEvent(roomId, who.userId, txn);
     if (prior) return { event_id: prior.pdu.event_id };
     ctx.limits.message.take(who.userId);
+    const shadowId = await shadowBannedEventId(ctx, who.userId);
+    if (shadowId) return { event_id: shadowId };
     let redacts: string | undefined;
     if (eventType === 'm.room.redaction') {
       // Accepted in content for every room version; moved to the top level by the sender for pre-v11 rooms.
@@ -384,6 +389,8 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     checkTypeAndKey(eventType, stateKey);
     const content = parseBody(jsonObject, req.body);
     ctx.limits.message.take(who.userId);
+    const shadowId = await shadowBannedEventId(ctx, who.userId);
+    if (shadowId) return { event_id: shadowId };
     if (eventType === 'm.room.canonical_alias' && stateKey === '') await checkCanonicalAlias(ctx, roomId, content);
     const ev = await ctx.rooms.send({ roomId, sender: who.userId, type: eventType, stateKey, content });
     return { event_id: ev.pdu.event_id };
@@ -401,6 +408,8 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     const prior = await ctx.rooms.findTxnEvent(roomId, who.userId, txn);
     if (prior) return { event_id: prior.pdu.event_id };
     ctx.limits.message.take(who.userId);
+    const shadowId = await shadowBannedEventId(ctx, who.userId);
+    if (shadowId) return { event_id: shadowId };
     const content: Record<string, unknown> = {};
     if (body.reason !== undefined) content.reason = body.reason;
     const ev = await ctx.rooms.send({

@@ -292,6 +292,7 @@ export class EventSender {
         if (newState && group != null) this.state.primeGroup(group, newState);
         if (redactTarget) this.events.invalidate(redactTarget.pdu.event_id);
         this.ctx.rooms.recent.add(roomId, pos, eventId);
+        this.ctx.metrics?.eventsPersisted.inc({ origin: 'local' });
         streams.events.entityChanged(roomId, pos);
         if (isState) streams.roomState.entityChanged(roomId, pos);
         if (membershipTarget !== undefined) this.ctx.rooms.invalidateMemberships(membershipTarget);

@@ -29,6 +29,11 @@ export class StateStore {
     this.groups = new Lru(cacheSize);
   }
 
+  /** Cached state groups (metrics). */
+  get cacheSize(): number {
+    return this.groups.size;
+  }
+
   /** State of a group as stateKey -> event_id. */
   async groupIds(groupId: number, tx: Tx = this.db): Promise<Map<string, string>> {
     const hit = this.groups.get(groupId);

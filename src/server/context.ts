@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import type { SigningKey } from '../core/signing-key.js';
 import { nextStreamPos, type Storage, type Tx } from '../storage/db.js';
+import { DiskGuard } from './disk-guard.js';
 import { Mutex } from './mutex.js';
 import { Notifier } from './notifier.js';
 import { RateLimiter } from './rate-limit.js';
@@ -24,6 +25,8 @@ export interface BaseContext {
   /** Where each kind of syncable data last changed (fed by writers through `write`'s onCommit). */
   streams: StreamChanges;
   limits: { login: RateLimiter; registration: RateLimiter; message: RateLimiter };
+  /** Refuses uploads and other writes while data_dir's disk is below min_free_disk_bytes; exposes free bytes for metrics. */
+  disk: DiskGuard;
   /**
    * Run `fn` in a transaction that may allocate stream positions. Writers are
    * serialised so positions commit in order (a sync never skips a position
@@ -57,6 +60,7 @@ export function createBaseContext(config: Config, storage: Storage, log: Logger,
       registration: new RateLimiter(config.rate_limit_registration_per_second, config.rate_limit_registration_burst, rl),
       message: new RateLimiter(config.rate_limit_message_per_second, config.rate_limit_message_burst, rl),
     },
+    disk: new DiskGuard({ dir: config.data_dir, minFreeBytes: config.min_free_disk_bytes, log, adminContact: () => config.public_baseurl }),
     write(fn, wakeKeys) {
       return writeLock.run(async () => {
         let maxPos = 0;

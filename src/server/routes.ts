@@ -14,12 +14,14 @@ import { registerMediaRoutes } from '../media/routes.js';
 import { registerPreviewRoutes } from '../media/preview-routes.js';
 import { registerAdminRoutes } from '../admin/routes.js';
 import { registerFederationRoutes } from '../federation/routes.js';
+import { registerReportRoutes } from '../rooms/report-routes.js';
 
 /** Every domain contributes its routes here. */
 export async function registerAllRoutes(app: FastifyInstance, ctx: Context): Promise<void> {
   registerDiscoveryRoutes(app, ctx);
   registerAccountRoutes(app, ctx);
   registerRoomRoutes(app, ctx);
+  registerReportRoutes(app, ctx);
   registerHierarchyRoutes(app, ctx);
   registerOpenIdRoutes(app, ctx);
   registerSyncRoutes(app, ctx);

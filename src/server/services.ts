@@ -16,6 +16,7 @@ import { MediaService } from '../media/service.js';
 import { MediaRetention } from '../media/retention.js';
 import { FederationService } from '../federation/service.js';
 import { registerEduHandlers } from '../federation/edus.js';
+import { createMetrics, type Metrics } from './metrics.js';
 
 /** The full context: base plumbing plus one service per domain. */
 export interface Context extends BaseContext {
@@ -39,12 +40,15 @@ export interface Context extends BaseContext {
   mediaRetention: MediaRetention;
   /** Server-server plumbing: policy, discovery, outbound client, signing keys. */
   federation: FederationService;
+  /** Prometheus metrics, only when metrics_enabled. */
+  metrics?: Metrics;
   close(): Promise<void>;
 }
 
 export async function createContext(config: Config, log: Logger): Promise<Context> {
   const signingKey = loadOrCreateSigningKey(config.signing_key_path);
-  const storage = await openStorage(config.database, { poolSize: config.database_pool_size, sqliteSynchronous: config.sqlite_synchronous });
+  const metrics = config.metrics_enabled ? await createMetrics(config) : undefined;
+  const storage = await openStorage(config.database, { poolSize: config.database_pool_size, sqliteSynchronous: config.sqlite_synchronous, onQuery: metrics?.observeQuery });
   const base = createBaseContext(config, storage, log, signingKey, await currentStreamPos(storage.db));
   const ctx = base as Context;
   ctx.tokens = new TokenService(storage.db);
@@ -60,6 +64,7 @@ export async function createContext(config: Config, log: Logger): Promise<Contex
   ctx.media = new MediaService(ctx);
   ctx.mediaRetention = new MediaRetention(ctx);
   registerEduHandlers(ctx);
+  if (metrics) (ctx.metrics = metrics).watch(ctx);
   ctx.mediaRetention.start();
   await ctx.federation.start();
   ctx.close = async () => {

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect, type Compilable, type DialectAdapter, type Transaction } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect, type Compilable, type DialectAdapter, type LogEvent, type Transaction } from 'kysely';
 import type { Database } from './schema.js';
 import { runMigrations } from './migrations/index.js';
 import { Lru } from '../server/lru.js';
@@ -17,7 +17,10 @@ export interface Storage {
   close(): Promise<void>;
 }
 
-export async function openStorage(database: string, opts: { poolSize?: number; sqliteSynchronous?: string } = {}): Promise<Storage> {
+/** `onQuery`: told each query's duration in seconds (metrics); without it Kysely does not time queries at all. */
+export async function openStorage(database: string, opts: { poolSize?: number; sqliteSynchronous?: string; onQuery?: (seconds: number) => void } = {}): Promise<Storage> {
+  const onQuery = opts.onQuery;
+  const log = onQuery ? { log: (e: LogEvent) => onQuery(e.queryDurationMillis / 1000) } : {};
   let db: Db;
   let dialect: Dialect;
   if (/^postgres(ql)?:\/\//.test(database)) {
@@ -32,7 +35,7 @@ export async function openStorage(database: string, opts: { poolSize?: number; s
     // 'error' on the pool; unhandled it would crash the process. The pool
     // replaces the client and the next query reports any lasting problem.
     pool.on('error', () => {});
-    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }), ...log });
   } else {
     dialect = 'sqlite';
     if (database !== ':memory:') mkdirSync(path.dirname(path.resolve(database)), { recursive: true });
@@ -47,9 +50,15 @@ export async function openStorage(database: string, opts: { poolSize?: number; s
     sqlite.pragma('busy_timeout = 5000');
     // Keep the page cache small: idle memory matters more than cold reads.
     sqlite.pragma('cache_size = -8000');
-    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }), ...log });
   }
-  await runMigrations(db, dialect);
+  try {
+    await runMigrations(db, dialect);
+  } catch (err) {
+    // E.g. a database from a newer Ranvier (SchemaTooNewError): leave nothing open.
+    await db.destroy().catch(() => {});
+    throw err;
+  }
   return { db, dialect, close: () => db.destroy() };
 }
 

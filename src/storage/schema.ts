@@ -15,6 +15,11 @@ export interface Database {
     created_ts: number;
     displayname: string | null;
     avatar_url: string | null;
+    /** Migration 013 (admin API): flags and Synapse's user_type. */
+    shadow_banned: Generated<number>;
+    erased: Generated<number>;
+    locked: Generated<number>;
+    user_type: string | null;
   };
   devices: {
     user_id: string;
@@ -296,4 +301,18 @@ export interface Database {
   };
   /** OpenID tokens for integration managers (src/accounts/openid.ts): SHA-256 of the token, owner, expiry (ms). */
   openid_tokens: { token_hash: string; user_id: string; expires_ts: number };
+  /** Users' reports of events (event_id set) or rooms (event_id null), for the admin API (src/admin/reports-routes.ts). */
+  event_reports: { id: Generated<number>; received_ts: number; room_id: string; event_id: string | null; user_id: string; reason: string | null; score: number | null };
+  /** Rooms an admin blocked: no local user may join them. */
+  blocked_rooms: { room_id: string; user_id: string; blocked_ts: number };
+  /** Background room deletions ('delete') and history purges ('purge'); status and JSON result as the admin API reports them. */
+  admin_room_tasks: { task_id: string; kind: string; room_id: string; status: string; error: string | null; result: string | null; created_ts: number; updated_ts: number };
+  /** Each user's server notices room (src/admin/notices.ts). */
+  server_notice_rooms: { user_id: string; room_id: string };
+  /** Per-user message rate limit overrides (admin API override_ratelimit). */
+  ratelimit_overrides: { user_id: string; messages_per_second: number; burst_count: number };
+  /** Admin-managed registration tokens (src/accounts/registration-tokens.ts); null uses_allowed/expiry_time: unlimited. */
+  registration_tokens: { token: string; uses_allowed: number | null; completed: number; expiry_time: number | null; created_ts: number };
+  /** The registration token each UIA session completed its stage with; unexpired rows are the token's pending uses. */
+  registration_token_sessions: { session_id: string; token: string; created_ts: number };
 }

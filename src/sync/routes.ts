@@ -78,6 +78,7 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: Context): void {
     const who = await ctx.tokens.authenticate(req);
     const q = parseQuery(syncQuery, req.query);
     const { signal, done } = disconnectSignal(reply);
+    ctx.metrics?.syncInFlight.inc();
     try {
       return await ctx.sync.sync({
         userId: who.userId,
@@ -90,6 +91,7 @@ export function registerSyncRoutes(app: FastifyInstance, ctx: Context): void {
         signal,
       });
     } finally {
+      ctx.metrics?.syncInFlight.dec();
       done();
     }
   });

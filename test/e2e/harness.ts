@@ -94,6 +94,8 @@ export async function startTestServer(overrides: Partial<Config> = {}): Promise<
         rate_limit_enabled: false,
         // Tests never reach the public network; remote keys come from the servers themselves.
         trusted_key_servers: '',
+        // A small CI disk must not refuse the tests' writes (disk-guard.test.ts sets its own floor).
+        min_free_disk_bytes: 0,
         log_level: 'silent',
         data_dir: dataDir,
         ...(database ? { database } : {}),

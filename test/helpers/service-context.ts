@@ -14,7 +14,7 @@ export async function withServiceContext(fn: (ctx: Context) => Promise<void>, ov
   const config = loadConfig({
     env: {},
     // Service tests never reach the network: no notary servers.
-    overrides: { server_name: 'test.local', data_dir: dir, log_level: 'silent', trusted_key_servers: '', ...overrides },
+    overrides: { server_name: 'test.local', data_dir: dir, log_level: 'silent', trusted_key_servers: '', min_free_disk_bytes: 0, ...overrides },
   });
   let ctx: Context | undefined;
   try {

@@ -7,7 +7,12 @@
  *   ranvier config check [--config FILE]
  *   ranvier user create NAME [--password P] [--admin] [--config FILE]
  *   ranvier user list [--config FILE]
+ *   ranvier user reset-password NAME [--password P] | deactivate NAME | make-admin NAME [--revoke]
+ *   ranvier token create [--uses N] [--expires DURATION|ISO] [--length N] | list | revoke TOKEN
  *   ranvier check federation [SERVER_NAME] [--json] [--config FILE]
+ *   ranvier backup DIR [--force] [--config FILE]
+ *   ranvier backup verify DIR
+ *   ranvier restore DIR [--force] [--config FILE]
  *
  * The configuration file may also be named by RANVIER_CONFIG; every option
  * can be overridden with RANVIER_<OPTION>. User commands open the database
@@ -33,9 +38,27 @@ Commands:
       --password P           its password (default: prompt on a terminal, else generate and print one)
       --admin                make it a server admin
   user list                  list the accounts on this server
+  user reset-password NAME   set a new password and sign out every session
+      --password P           the new password (default: prompt on a terminal, else generate and print one)
+  user deactivate NAME       deactivate an account: sign it out and leave its rooms
+  user make-admin NAME       make an account a server admin
+      --revoke               take server admin away instead
+  token create               create a registration token (registration is then open to its holders)
+      --uses N               how many registrations it allows (default: unlimited)
+      --expires WHEN         expiry: a duration (30m, 12h, 7d, 2w) or an ISO date/time (default: never)
+      --length N             length of the generated token, 1-64 (default: 16)
+      --json                 print the token as JSON
+  token list                 list registration tokens with their uses and expiry (--json: as JSON)
+  token revoke TOKEN         delete a registration token
   check federation [NAME]    test federation with NAME (default: server_name) as other servers
                              see it: discovery, TLS, version and key endpoints; exit 1 on failure
       --json                 print the report as JSON
+  backup DIR                 copy the database, signing key, config file and local media into
+                             DIR while the server runs; writes DIR/manifest.json last
+      --force                write into a non-empty DIR (replacing the backup there)
+  backup verify DIR          check a backup's files against its manifest; exit 1 on any problem
+  restore DIR                verify the backup in DIR and put it in place (server stopped)
+      --force                replace an existing database
 
 Options:
   -c, --config FILE          configuration file (TOML); default: $RANVIER_CONFIG, else none
@@ -68,6 +91,11 @@ interface Args {
   password?: string;
   admin: boolean;
   json: boolean;
+  force: boolean;
+  revoke: boolean;
+  uses?: string;
+  expires?: string;
+  length?: string;
   help: boolean;
   version: boolean;
 }
@@ -83,6 +111,11 @@ function parse(argv: string[]): Args {
         password: { type: 'string', short: 'p' },
         admin: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
+        force: { type: 'boolean', default: false },
+        revoke: { type: 'boolean', default: false },
+        uses: { type: 'string' },
+        expires: { type: 'string' },
+        length: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
         version: { type: 'boolean', short: 'v', default: false },
       },
@@ -93,6 +126,11 @@ function parse(argv: string[]): Args {
       password: values.password,
       admin: values.admin ?? false,
       json: values.json ?? false,
+      force: values.force ?? false,
+      revoke: values.revoke ?? false,
+      uses: values.uses,
+      expires: values.expires,
+      length: values.length,
       help: values.help ?? false,
       version: values.version ?? false,
     };
@@ -274,6 +312,82 @@ async function userList(args: Args): Promise<void> {
   process.stdout.write(`${rows.length} user${rows.length === 1 ? '' : 's'}\n`);
 }
 
+/** `user reset-password|deactivate|make-admin` (src/cli/users.ts). */
+async function userAdminCommand(args: Args, sub: 'reset-password' | 'deactivate' | 'make-admin'): Promise<void> {
+  const usage = {
+    'reset-password': 'user reset-password NAME [--password P] [--config FILE]',
+    deactivate: 'user deactivate NAME [--config FILE]',
+    'make-admin': 'user make-admin NAME [--revoke] [--config FILE]',
+  }[sub];
+  expectArgs(args, 3, usage);
+  const config = configFrom(args);
+  const userId = `@${localpartOf(args.positionals[2], config.server_name)}:${config.server_name}`;
+  const users = await import('./cli/users.js');
+  const chosen = sub === 'reset-password' ? await choosePassword(args.password) : undefined;
+  const message = await withContext(config, async (ctx) => {
+    try {
+      if (chosen) {
+        await users.resetPassword(ctx, userId, chosen.password);
+        return `reset the password of ${userId} and signed out its sessions`;
+      }
+      if (sub === 'deactivate') {
+        return (await users.deactivate(ctx, userId)) ? `deactivated user ${userId}` : `user ${userId} was already deactivated`;
+      }
+      const changed = await users.setAdmin(ctx, userId, !args.revoke);
+      if (args.revoke) return changed ? `${userId} is no longer a server admin` : `${userId} was not a server admin`;
+      return changed ? `${userId} is now a server admin` : `${userId} was already a server admin`;
+    } catch (err) {
+      throw new CliError(`cannot ${sub.replace('-', ' ')} ${userId}: ${errorText(err)}`);
+    }
+  });
+  process.stdout.write(`${message}\n`);
+  if (chosen?.generated) process.stdout.write(`password: ${chosen.password}\n`);
+}
+
+/** `token create|list|revoke` (src/cli/tokens.ts). */
+async function tokenCommand(args: Args, sub: string | undefined): Promise<void> {
+  const tokens = await import('./cli/tokens.js');
+  if (sub === 'create') {
+    expectArgs(args, 2, 'token create [--uses N] [--expires DURATION|ISO] [--length N] [--json] [--config FILE]');
+    const config = configFrom(args);
+    let request;
+    try {
+      request = tokens.parseCreateOptions({ uses: args.uses, expires: args.expires, length: args.length });
+    } catch (err) {
+      throw new CliError(`cannot create token: ${errorText(err)}`);
+    }
+    const t = await withContext(config, async (ctx) => {
+      try {
+        return await tokens.createToken(ctx, request);
+      } catch (err) {
+        throw new CliError(`cannot create token: ${errorText(err)}`);
+      }
+    });
+    process.stdout.write(args.json ? JSON.stringify(t, null, 2) + '\n' : `created registration token ${t.token} (${tokens.describeToken(t)})\n`);
+    return;
+  }
+  if (sub === 'list') {
+    expectArgs(args, 2, 'token list [--json] [--config FILE]');
+    const list = await withContext(configFrom(args), (ctx) => ctx.accounts.registrationTokens.list());
+    process.stdout.write(args.json ? JSON.stringify(list, null, 2) + '\n' : tokens.formatTokens(list));
+    return;
+  }
+  if (sub === 'revoke') {
+    expectArgs(args, 3, 'token revoke TOKEN [--config FILE]');
+    const token = args.positionals[2];
+    await withContext(configFrom(args), async (ctx) => {
+      try {
+        await tokens.revokeToken(ctx, token);
+      } catch (err) {
+        throw new CliError(`cannot revoke token: ${errorText(err)}`);
+      }
+    });
+    process.stdout.write(`revoked registration token ${token}\n`);
+    return;
+  }
+  throw new CliError(`unknown token command ${sub ?? '(none)'}; expected create, list or revoke`, 2);
+}
+
 async function checkFederationCommand(args: Args): Promise<number> {
   if (args.positionals.length > 3) throw new CliError('usage: ranvier check federation [SERVER_NAME] [--json] [--config FILE]', 2);
   const config = configFrom(args);
@@ -281,6 +395,50 @@ async function checkFederationCommand(args: Args): Promise<number> {
   const report = await checkFederation(config, args.positionals[2] ?? config.server_name);
   process.stdout.write(args.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report));
   return report.ok ? 0 : 1;
+}
+
+/** Backup failures are the operator's to fix: show the message, not a stack. */
+async function backupErrorsToCli<T>(fn: () => Promise<T>): Promise<T> {
+  const { BackupError } = await import('./cli/backup.js');
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof BackupError) throw new CliError(err.message);
+    throw err;
+  }
+}
+
+async function backupCommand(args: Args): Promise<void> {
+  expectArgs(args, 2, 'backup DIR [--force] [--config FILE]');
+  const config = configFrom(args);
+  const { createBackup, stderrProgress } = await import('./cli/backup.js');
+  const dir = args.positionals[1];
+  const configFile = args.config ?? (process.env.RANVIER_CONFIG || undefined);
+  const manifest = await backupErrorsToCli(() =>
+    createBackup(config, dir, { force: args.force, configFile, ranvierVersion: version(), progress: stderrProgress() }),
+  );
+  process.stdout.write(`backup of ${manifest.server_name} written to ${dir} (${manifest.files.length} files, schema version ${manifest.schema_version})\n`);
+}
+
+async function backupVerifyCommand(args: Args): Promise<number> {
+  const { verifyBackup } = await import('./cli/backup.js');
+  const dir = args.positionals[2];
+  const { manifest, problems } = await verifyBackup(dir);
+  if (problems.length > 0 || !manifest) {
+    process.stderr.write(`backup in ${dir} is NOT usable:\n${problems.map((p) => `  ${p}\n`).join('')}`);
+    return 1;
+  }
+  process.stdout.write(`backup OK: ${manifest.files.length} files verified (${manifest.server_name}, ${manifest.database}, schema version ${manifest.schema_version})\n`);
+  return 0;
+}
+
+async function restoreCommand(args: Args): Promise<void> {
+  expectArgs(args, 2, 'restore DIR [--force] [--config FILE]');
+  const config = configFrom(args);
+  const { restoreBackup, stderrProgress } = await import('./cli/backup.js');
+  const dir = args.positionals[1];
+  const manifest = await backupErrorsToCli(() => restoreBackup(config, dir, { force: args.force, progress: stderrProgress() }));
+  process.stdout.write(`restored the backup of ${manifest.server_name} from ${new Date(manifest.created_ts).toISOString()}\n`);
 }
 
 async function run(argv: string[]): Promise<number | 'running'> {
@@ -318,7 +476,21 @@ async function run(argv: string[]): Promise<number | 'running'> {
         await userList(args);
         return 0;
       }
-      throw new CliError(`unknown user command ${sub ?? '(none)'}; expected create or list`, 2);
+      if (sub === 'reset-password' || sub === 'deactivate' || sub === 'make-admin') {
+        await userAdminCommand(args, sub);
+        return 0;
+      }
+      throw new CliError(`unknown user command ${sub ?? '(none)'}; expected create, list, reset-password, deactivate or make-admin`, 2);
+    case 'token':
+      await tokenCommand(args, sub);
+      return 0;
+    case 'backup':
+      if (sub === 'verify' && args.positionals.length === 3) return backupVerifyCommand(args);
+      await backupCommand(args);
+      return 0;
+    case 'restore':
+      await restoreCommand(args);
+      return 0;
     case 'check':
       if (sub === 'federation') return checkFederationCommand(args);
       throw new CliError(`unknown check command ${sub ?? '(none)'}; expected federation`, 2);
@@ -333,7 +505,9 @@ run(process.argv.slice(2)).then(
     if (code !== 'running') process.exit(code);
   },
   (err: unknown) => {
-    if (err instanceof ConfigError || err instanceof CliError) {
+    // A database from a newer version is the admin's problem to fix, not a bug: no stack trace.
+    const userFacing = err instanceof ConfigError || err instanceof CliError || (err instanceof Error && err.name === 'SchemaTooNewError');
+    if (userFacing) {
       process.stderr.write(`ranvier: ${err.message}\n`);
       process.exit(err instanceof CliError ? err.code : 1);
     }

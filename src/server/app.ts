@@ -3,6 +3,22 @@ import FindMyWay, { type HTTPMethod } from 'find-my-way';
 import { MatrixError } from './errors.js';
 import type { Context } from './services.js';
 import { registerAllRoutes } from './routes.js';
+import { observeRequests } from './metrics.js';
+
+/**
+ * Writes refused with 507 M_RESOURCE_LIMIT_EXCEEDED when disk space is low
+ * (see disk-guard.ts), as `METHOD route-template`. Federation transactions
+ * are included: the sending server retries them with backoff, so nothing is
+ * lost, whereas accepting them could fill the disk under the database.
+ */
+const DISK_GUARDED_ROUTES = new Set([
+  'POST /_matrix/client/v3/register',
+  'POST /_matrix/client/v3/createRoom',
+  'PUT /_matrix/client/v3/rooms/:roomId/send/:eventType/:txnId',
+  'PUT /_matrix/client/v3/rooms/:roomId/state/:eventType/:stateKey',
+  'PUT /_matrix/client/v3/rooms/:roomId/state/:eventType',
+  'PUT /_matrix/federation/v1/send/:txnId',
+]);
 
 /**
  * Build the HTTP app: JSON parsing with Matrix errors, CORS, r0 aliases,
@@ -44,6 +60,13 @@ export async function buildApp(ctx: Context, opts: { https?: { cert: string; key
     }
   });
 
+  // While data_dir's disk is nearly full, refuse the writes that make data
+  // grow (uploads are refused by the media service). Before the body is
+  // read, so a refused request costs nothing.
+  app.addHook('onRequest', async (req) => {
+    if (DISK_GUARDED_ROUTES.has(`${req.method} ${req.routeOptions.url}`)) await ctx.disk.check();
+  });
+
   app.setErrorHandler((err: FastifyError | MatrixError | Error, req, reply) => {
     if (err instanceof MatrixError) {
       for (const [k, v] of Object.entries(err.headers)) reply.header(k, v);
@@ -81,6 +104,9 @@ export async function buildApp(ctx: Context, opts: { https?: { cert: string; key
     return reply.code(404).send({ errcode: 'M_UNRECOGNIZED', error: 'Unrecognized request' });
   });
 
+  // Declared up front so every request object has the same shape (set by tokens.authenticate).
+  app.decorateRequest('requesterId', undefined);
+  observeRequests(app, ctx);
   await registerAllRoutes(app, ctx);
   return app;
 }

@@ -3,8 +3,9 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config/config.js';
 import { buildApp } from './app.js';
-import { createLogger, scrubUrl, type Logger } from './logging.js';
+import { createLogger, type Logger } from './logging.js';
 import { createContext, type Context } from './services.js';
+import { startMetricsListener, type MetricsListener } from './metrics-listener.js';
 
 export interface RunningServer {
   app: FastifyInstance;
@@ -13,6 +14,8 @@ export interface RunningServer {
   url: string;
   /** Base URL of the TLS listener (https://127.0.0.1:<port>) when `federation_tls_port` is set. */
   federationUrl?: string;
+  /** Base URL of the Prometheus listener (scrape `${metricsUrl}/metrics`) when metrics_enabled. */
+  metricsUrl?: string;
   /** Stop accepting requests, end in-flight ones (long-polls are woken), then close storage. Idempotent. */
   close(): Promise<void>;
 }
@@ -33,16 +36,18 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
   const tls = wantTls ? await readTlsFiles(config) : undefined;
   const ctx = await createContext(config, log);
   const listeners: Listener[] = [];
+  let metricsListener: MetricsListener | undefined;
   try {
     const app = await buildApp(ctx);
-    listeners.push(prepareListener(app, log));
+    listeners.push(prepareListener(app));
     await app.listen({ host: config.address, port: config.port });
     if (tls) {
       // The same routes and context over TLS, for federation without a reverse proxy.
       const tlsApp = await buildApp(ctx, { https: tls });
-      listeners.push(prepareListener(tlsApp, log));
+      listeners.push(prepareListener(tlsApp));
       await tlsApp.listen({ host: config.address, port: config.federation_tls_port });
     }
+    if (ctx.metrics) metricsListener = await startMetricsListener(ctx.metrics, config.metrics_address, config.metrics_port, log);
   } catch (err) {
     await Promise.allSettled(listeners.map((l) => l.app.close()));
     await ctx.close().catch(() => {});
@@ -58,8 +63,9 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
   }
 
   let closing: Promise<void> | undefined;
-  const close = () => (closing ??= shutdown(listeners, ctx));
-  return { app, ctx, url, ...(federationUrl ? { federationUrl } : {}), close };
+  const close = () => (closing ??= shutdown(listeners, ctx, metricsListener));
+  const metricsUrl = metricsListener?.url;
+  return { app, ctx, url, ...(federationUrl ? { federationUrl } : {}), ...(metricsUrl ? { metricsUrl } : {}), close };
 }
 
 interface Listener {
@@ -67,13 +73,9 @@ interface Listener {
   conns: Connections;
 }
 
-function prepareListener(app: FastifyInstance, log: Logger): Listener {
+/** Request logging and metrics are the app's (app.ts), so both listeners get them. */
+function prepareListener(app: FastifyInstance): Listener {
   const conns = trackConnections(app);
-  if (log.isLevelEnabled('debug')) {
-    app.addHook('onResponse', async (req, reply) => {
-      log.debug({ method: req.method, url: scrubUrl(req.url), status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request');
-    });
-  }
   return { app, conns };
 }
 
@@ -134,12 +136,12 @@ function trackConnections(app: FastifyInstance): Connections {
   };
 }
 
-async function shutdown(listeners: Listener[], ctx: Context): Promise<void> {
+async function shutdown(listeners: Listener[], ctx: Context, metricsListener?: MetricsListener): Promise<void> {
   // Stop listening first (new requests get refused or 503), then wake every
   // long-poll so it answers now instead of at its timeout. A /sync that
   // waits again after waking is woken again until the server is closed, and
   // each connection is dropped as soon as it has no response in progress.
-  const httpClosed = Promise.all(listeners.map((l) => l.app.close()));
+  const httpClosed = Promise.all([...listeners.map((l) => l.app.close()), metricsListener?.close()]);
   const nudge = () => {
     ctx.notifier.wakeAll();
     for (const l of listeners) l.conns.dropIdle();

@@ -42,6 +42,7 @@ async function spawnServer(env: Record<string, string>): Promise<Child> {
       RANVIER_ALLOW_REGISTRATION: 'true',
       RANVIER_RATE_LIMIT_ENABLED: 'false',
       RANVIER_LOG_LEVEL: 'warn',
+      RANVIER_MIN_FREE_DISK_BYTES: '0',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

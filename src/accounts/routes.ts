@@ -123,12 +123,12 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Context): void 
   });
 
   app.post(`${V3}/logout`, async (req) => {
-    await accounts().logout(await auth(req));
+    await accounts().logout(await ctx.tokens.authenticate(req, { allowLocked: true }));
     return {};
   });
 
   app.post(`${V3}/logout/all`, async (req) => {
-    await accounts().logoutAll(await auth(req));
+    await accounts().logoutAll(await ctx.tokens.authenticate(req, { allowLocked: true }));
     return {};
   });
 

@@ -263,7 +263,7 @@ export class AccountsService {
 
     const candidates = loginCandidates(ident.user, this.serverName);
     const user = candidates.length
-      ? await this.db.selectFrom('users').select(['user_id', 'password_hash', 'deactivated'])
+      ? await this.db.selectFrom('users').select(['user_id', 'password_hash', 'deactivated', 'locked'])
         .where('user_id', 'in', candidates).execute()
         .then((rows) => candidates.map((c) => rows.find((r) => r.user_id === c)).find((r) => r !== undefined))
       : undefined;
@@ -271,6 +271,8 @@ export class AccountsService {
     const ok = await verifyPassword(user?.password_hash, input.password);
     if (!user || !ok) throw forbidden('Invalid username or password');
     if (user.deactivated) throw new MatrixError('M_USER_DEACTIVATED', 403, 'This account has been deactivated');
+    // Spec (account locking): no new access token until the account is unlocked.
+    if (user.locked) throw new MatrixError('M_USER_LOCKED', 401, 'This account has been locked', { soft_logout: true });
 
     const { access_token, device_id, revoked } = await this.db.transaction().execute((tx) =>
       this.openSession(tx, user.user_id, input.device_id, input.initial_device_display_name, ip),

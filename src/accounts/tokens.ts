@@ -47,8 +47,28 @@ export function tokenFromRequest(req: FastifyRequest): string | undefined {
 /** How often a device's last-seen time and address are written, at most. */
 const LAST_SEEN_INTERVAL_MS = 5 * 60 * 1000;
 
+/**
+ * How long a token lookup is trusted. Revocations made through this process
+ * forget their entries at once; this bounds how long a change made elsewhere
+ * (the CLI, another worker) takes to apply: a deactivated, locked or demoted
+ * user's requests change within this time.
+ */
+export const TOKEN_CACHE_TTL_MS = 30_000;
+
+interface CachedLookup {
+  /** Null for an unknown token or a deactivated user. */
+  who: Requester | null;
+  locked: boolean;
+  at: number;
+}
+
+export interface AuthenticateOptions {
+  /** Logout and logout/all stay open to locked accounts (spec: account locking). */
+  allowLocked?: boolean;
+}
+
 export class TokenService {
-  private cache = new Lru<string, Requester | null>(10_000);
+  private cache = new Lru<string, CachedLookup>(10_000);
   /** Token hash -> when its device's last-seen fields were last written. */
   private lastSeen = new Lru<string, number>(10_000);
 
@@ -66,24 +86,30 @@ export class TokenService {
   }
 
   /** Resolve a token to its user, or throw the spec's token errors. */
-  async authenticate(req: FastifyRequest): Promise<Requester> {
+  async authenticate(req: FastifyRequest, opts: AuthenticateOptions = {}): Promise<Requester> {
     const token = tokenFromRequest(req);
     if (!token) throw new MatrixError('M_MISSING_TOKEN', 401, 'Missing access token');
     const hash = hashToken(token);
-    let who = this.cache.get(hash);
-    if (who === undefined) {
+    const now = Date.now();
+    let entry = this.cache.get(hash);
+    if (entry === undefined || now - entry.at > TOKEN_CACHE_TTL_MS) {
       const row = await this.db
         .selectFrom('access_tokens as t')
         .innerJoin('users as u', 'u.user_id', 't.user_id')
-        .select(['t.user_id', 't.device_id', 'u.is_admin', 'u.is_guest', 'u.deactivated'])
+        .select(['t.user_id', 't.device_id', 'u.is_admin', 'u.is_guest', 'u.deactivated', 'u.locked'])
         .where('t.token_hash', '=', hash)
         .executeTakeFirst();
-      who = row && !row.deactivated
+      const who = row && !row.deactivated
         ? { userId: row.user_id, deviceId: row.device_id, isAdmin: !!row.is_admin, isGuest: !!row.is_guest, tokenHash: hash }
         : null;
-      this.cache.set(hash, who);
+      entry = { who, locked: !!row?.locked, at: now };
+      this.cache.set(hash, entry);
     }
+    const who = entry.who;
     if (!who) throw new MatrixError('M_UNKNOWN_TOKEN', 401, 'Unrecognised access token', { soft_logout: false });
+    if (entry.locked && !opts.allowLocked) {
+      throw new MatrixError('M_USER_LOCKED', 401, 'This account has been locked', { soft_logout: true });
+    }
     this.touch(who, req.ip);
     req.requesterId = who.userId;
     return who;
@@ -121,6 +147,13 @@ export class TokenService {
     const hashes = rows.map((r) => r.token_hash);
     this.forget(hashes);
     return hashes;
+  }
+
+  /** Forget every cached lookup of one user's tokens (locked, unlocked, made admin). */
+  forgetUser(userId: string): void {
+    for (const [hash, entry] of this.cache.entries()) {
+      if (entry.who?.userId === userId) this.cache.delete(hash);
+    }
   }
 
   clearCache(): void {

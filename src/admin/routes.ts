@@ -13,6 +13,7 @@ import { registerAdminRoomsRoutes } from './rooms-routes.js';
 import { registerAdminReportsRoutes } from './reports-routes.js';
 import { registerAdminFederationRoutes } from './federation-routes.js';
 import { registerAdminNoticeRoutes } from './notices.js';
+import { registerClientAdminRoutes } from './client-admin-routes.js';
 
 export function registerAdminRoutes(app: FastifyInstance, ctx: Context): void {
   registerAdminMediaRoutes(app, ctx);
@@ -23,4 +24,5 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Context): void {
   registerAdminReportsRoutes(app, ctx);
   registerAdminFederationRoutes(app, ctx);
   registerAdminNoticeRoutes(app, ctx);
+  registerClientAdminRoutes(app, ctx);
 }

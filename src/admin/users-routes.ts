@@ -25,8 +25,8 @@
  *
  * What the flags do here: `shadow_banned` makes the user's room sends answer
  * with a made-up event id and persist nothing (src/rooms/routes.ts);
- * `locked` and `user_type` are stored and reported only (Synapse would also
- * refuse a locked user's requests with M_USER_LOCKED); `erased` is set by
+ * `locked` makes the user's requests answer 401 M_USER_LOCKED (see
+ * TokenService.authenticate); `user_type` is stored and reported only; `erased` is set by
  * deactivation with erase=true (the profile is cleared by any deactivation)
  * and cleared on reactivation. Third-party identifiers and external ids do
  * not exist in Ranvier: they are reported empty, and setting them is refused.
@@ -257,6 +257,8 @@ export function registerAdminUsersRoutes(app: FastifyInstance, ctx: Context): vo
     if (body.user_type !== undefined) await db.updateTable('users').set({ user_type: body.user_type }).where('user_id', '=', userId).execute();
     if (body.locked !== undefined) await db.updateTable('users').set({ locked: body.locked ? 1 : 0 }).where('user_id', '=', userId).execute();
     if (body.deactivated === true && !row.deactivated) await ctx.accounts.deactivateUser(userId);
+    // Admin flag and lock take effect on the user's next request, not after the token cache expires.
+    ctx.tokens.forgetUser(userId);
     reply.code(created ? 201 : 200);
     return details((await findUser(userId))!);
   });
@@ -306,6 +308,7 @@ export function registerAdminUsersRoutes(app: FastifyInstance, ctx: Context): vo
     const row = await localUser(req, 'Only local users can be admins of this homeserver');
     if (row.user_id === who.userId && !body.admin) throw new MatrixError('M_UNKNOWN', 400, 'You may not demote yourself.');
     await db.updateTable('users').set({ is_admin: body.admin ? 1 : 0 }).where('user_id', '=', row.user_id).execute();
+    ctx.tokens.forgetUser(row.user_id);
     return {};
   });
 

@@ -27,6 +27,11 @@ export class Lru<K, V> {
     this.map.clear();
   }
 
+  /** A snapshot of the entries, oldest first, without touching their recency. */
+  entries(): Array<[K, V]> {
+    return [...this.map.entries()];
+  }
+
   get size(): number {
     return this.map.size;
   }

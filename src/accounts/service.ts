@@ -10,6 +10,7 @@ import { RegistrationTokens } from './registration-tokens.js';
 import { loginCandidates, normaliseUsername, parseIdentifier, randomDeviceId, randomLocalpart } from './usernames.js';
 import { serverNameOf } from '../core/identifiers.js';
 import { fetchRemoteProfile } from '../federation/query-routes.js';
+import { isUniqueViolation } from '../storage/errors.js';
 
 export interface Profile {
   displayname: string | null;
@@ -80,10 +81,6 @@ export const SERVER_MANAGED_ACCOUNT_DATA = new Set(['m.fully_read', 'm.push_rule
 const MAX_DISPLAYNAME_LENGTH = 256;
 const MAX_AVATAR_URL_LENGTH = 1000;
 
-function isUniqueViolation(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code;
-  return code === '23505' || (typeof code === 'string' && code.startsWith('SQLITE_CONSTRAINT'));
-}
 
 const userInUse = () => new MatrixError('M_USER_IN_USE', 400, 'Desired user ID is already taken.');
 

@@ -17,6 +17,7 @@ import { MatrixError, badJson, forbidden, invalidParam, notFound } from '../serv
 import type { ToDeviceEvent, ToDeviceService } from './to-device.js';
 import { TO_DEVICE_SYNC_LIMIT } from './to-device.js';
 import { recordDeviceListChange } from './device-lists.js';
+import { isUniqueViolation } from '../storage/errors.js';
 
 const MAX_DEVICE_ID_LENGTH = 255;
 const MAX_DISPLAY_NAME_LENGTH = 256;
@@ -99,8 +100,7 @@ export class DehydratedDevicesService {
       // A new device: the user's device list changed (others' clients re-query keys).
       return recordDeviceListChange(this.ctx, tx, alloc, onCommit, userId);
     }, (wake) => wake).catch((err: unknown) => {
-      const code = (err as { code?: unknown })?.code;
-      if (code === '23505' || (typeof code === 'string' && code.startsWith('SQLITE_CONSTRAINT'))) {
+      if (isUniqueViolation(err)) {
         throw new MatrixError('M_UNKNOWN', 409, 'Concurrent dehydrated device update; try again');
       }
       throw err;

@@ -16,6 +16,7 @@ import { stateKeyOf } from './state-store.js';
 import type { StoredEvent } from './types.js';
 import { historyVisibilityOf } from './visibility.js';
 import { queryRemoteAlias } from '../federation/query-routes.js';
+import { isUniqueViolation } from '../storage/errors.js';
 
 const V3 = '/_matrix/client/v3';
 
@@ -65,11 +66,6 @@ export async function canSendState(ctx: Context, roomId: string, userId: string,
   return userPowerLevel(levels, userId, create?.pdu, version) >= requiredLevelForEvent(levels, type, true);
 }
 
-function isUniqueViolation(err: unknown): boolean {
-  const e = err as { code?: unknown; message?: unknown };
-  return e?.code === '23505' || e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || e?.code === 'SQLITE_CONSTRAINT_UNIQUE' ||
-    (typeof e?.message === 'string' && /UNIQUE constraint failed|duplicate key/i.test(e.message));
-}
 
 async function createAlias(ctx: Context, who: { userId: string; isAdmin: boolean }, alias: string, roomId: string): Promise<void> {
   checkAliasSyntax(alias);

@@ -16,6 +16,7 @@ import { stateKeyOf, type StateStore } from './state-store.js';
 import type { StoredEvent } from './types.js';
 import { serverNameOf } from '../core/identifiers.js';
 import { federationPdu } from '../federation/pdu-format.js';
+import { isUniqueViolation } from '../storage/errors.js';
 
 /**
  * Spec: a retransmission is the same transaction id on the same HTTP path
@@ -74,6 +75,9 @@ interface RoomHead {
  * Reading and signing happen outside the global write transaction so other
  * rooms are not held up.
  */
+/** The newest create event timestamp this process used (see sendCreateEvent). */
+let lastCreateTs = 0;
+
 export class EventSender {
   constructor(
     private readonly ctx: Context, private readonly events: EventStore, private readonly state: StateStore,
@@ -95,11 +99,28 @@ export class EventSender {
     });
   }
 
-  /** Used by createRoom for the first event, whose room row is written in the same transaction. */
+  /**
+   * Used by createRoom for the first event, whose room row is written in the same transaction.
+   * From room version 12 the room id is the create event's hash, so two identical create events
+   * (same sender and content in the same millisecond: a bot creating rooms in parallel) would
+   * name the same room. Create timestamps are made distinct within this process, and a clash with
+   * another process is retried with a later one.
+   */
   async sendCreateEvent(version: RoomVersion, sender: string, content: Record<string, unknown>, roomIdForOldVersions: string | undefined, visibility: string): Promise<StoredEvent> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.persistCreateEvent(version, sender, content, roomIdForOldVersions, visibility);
+      } catch (err) {
+        if (!version.roomIdIsCreateEventHash || attempt >= 3 || !isUniqueViolation(err)) throw err;
+      }
+    }
+  }
+
+  private async persistCreateEvent(version: RoomVersion, sender: string, content: Record<string, unknown>, roomIdForOldVersions: string | undefined, visibility: string): Promise<StoredEvent> {
+    lastCreateTs = Math.max(Date.now(), lastCreateTs + 1);
     const pdu: PDU = {
       type: 'm.room.create', state_key: '', sender, content,
-      origin_server_ts: Date.now(), depth: 1, prev_events: [], auth_events: [],
+      origin_server_ts: lastCreateTs, depth: 1, prev_events: [], auth_events: [],
     };
     if (!version.roomIdIsCreateEventHash) pdu.room_id = roomIdForOldVersions;
     checkEventAuth(pdu, new Map(), version);

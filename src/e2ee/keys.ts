@@ -8,6 +8,7 @@ import type { Context } from '../server/services.js';
 import type { Requester } from '../accounts/tokens.js';
 import { badJson, invalidParam, missingParam } from '../server/errors.js';
 import type { Tx } from '../storage/db.js';
+import { Lru } from '../server/lru.js';
 import { parseUserId } from '../core/identifiers.js';
 import { recordDeviceListChange, deviceListsBetween } from './device-lists.js';
 import { RemoteKeys } from './remote-keys.js';
@@ -50,9 +51,22 @@ function mergeSignatures(obj: Json, extra: Array<{ signer_user_id: string; signe
   return { ...obj, signatures: sigs };
 }
 
+/** What /sync reports about a device's one-time and fallback keys. */
+interface KeyCounts {
+  otk: Record<string, number>;
+  fallback: string[];
+}
+
 export class KeysService {
   /** Keys of users on other servers, asked of their servers (and cached). */
   readonly remote: RemoteKeys;
+  /**
+   * Key counts per device: every woken /sync reports them, and they change only
+   * through upload, claim and device deletion here. `countsGeneration` moves on
+   * every change, so a count read while a change committed is not cached.
+   */
+  private counts = new Lru<string, KeyCounts>(10_000);
+  private countsGeneration = 0;
 
   constructor(private readonly ctx: Context) {
     this.remote = new RemoteKeys(ctx);
@@ -64,11 +78,13 @@ export class KeysService {
       await tx.deleteFrom('e2e_signatures').where('signer_user_id', '=', userId)
         .where('signer_key_id', 'in', deviceIds.map((d) => `ed25519:${d}`)).execute();
       // A device that is gone is a device-list change (even without keys: clients track devices).
+      onCommit(() => this.countsChanged(userId, ...deviceIds));
       return recordDeviceListChange(this.ctx, tx, alloc, onCommit, userId, deviceIds);
     });
     ctx.sync.registerExtension(async ({ userId, deviceId, since, to, body }) => {
-      body.device_one_time_keys_count = await this.otkCounts(userId, deviceId);
-      body.device_unused_fallback_key_types = await this.unusedFallbackTypes(userId, deviceId);
+      const counts = await this.keyCounts(userId, deviceId);
+      body.device_one_time_keys_count = counts.otk;
+      body.device_unused_fallback_key_types = counts.fallback;
       if (since === undefined) return false;
       const { changed, left } = await deviceListsBetween(this.ctx, userId, since, to);
       body.device_lists = { changed, left };
@@ -85,6 +101,21 @@ export class KeysService {
   }
 
   // ------------------------------------------------------------ counts
+
+  private countsChanged(userId: string, ...deviceIds: string[]): void {
+    this.countsGeneration++;
+    for (const d of deviceIds) this.counts.delete(`${userId}|${d}`);
+  }
+
+  private async keyCounts(userId: string, deviceId: string): Promise<KeyCounts> {
+    const key = `${userId}|${deviceId}`;
+    const hit = this.counts.get(key);
+    if (hit) return hit;
+    const generation = this.countsGeneration;
+    const counts = { otk: await this.otkCounts(userId, deviceId), fallback: await this.unusedFallbackTypes(userId, deviceId) };
+    if (generation === this.countsGeneration) this.counts.set(key, counts);
+    return counts;
+  }
 
   async otkCounts(userId: string, deviceId: string): Promise<Record<string, number>> {
     const rows = await this.db.selectFrom('e2e_one_time_keys').select(['algorithm', (eb) => eb.fn.countAll<number>().as('n')])
@@ -197,7 +228,7 @@ export class KeysService {
         await tx.insertInto('e2e_fallback_keys').values({ user_id: userId, device_id: deviceId, algorithm: k.algorithm, key_id: k.keyId, key_json: k.json, used: 0 }).execute();
       }
       return wake;
-    }, (wake) => wake);
+    }, (wake) => wake).finally(() => this.countsChanged(userId, deviceId));
     return { one_time_key_counts: await this.otkCounts(userId, deviceId) };
   }
 
@@ -276,7 +307,7 @@ export class KeysService {
         continue;
       }
       for (const [deviceId, algorithm] of Object.entries(devices)) {
-        const got = await this.claimOne(userId, deviceId, algorithm);
+        const got = await this.claimOne(userId, deviceId, algorithm).finally(() => this.countsChanged(userId, deviceId));
         if (got) ((one_time_keys[userId] ??= {})[deviceId] ??= {})[got.id] = got.key;
       }
     }

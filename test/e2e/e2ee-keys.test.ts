@@ -111,6 +111,9 @@ describe('e2ee keys', { timeout: 90_000 }, () => {
     const q2 = await bobApi.ok('POST', '/keys/query', { device_keys: { [alice.userId]: ['NOPE'] } });
     assert.deepEqual(q2.device_keys[alice.userId], {});
 
+    // A sync before the claims: the server may cache counts, and the claims must still show.
+    let s = await aliceApi.sync({ timeout: 0 });
+    assert.equal(s.device_one_time_keys_count.signed_curve25519, 2);
     const claim = () => bobApi.ok('POST', '/keys/claim', { one_time_keys: { [alice.userId]: { [alice.deviceId]: 'signed_curve25519' } } });
     const c1 = await claim();
     const c2 = await claim();
@@ -118,7 +121,7 @@ describe('e2ee keys', { timeout: 90_000 }, () => {
     const id2 = Object.keys(c2.one_time_keys[alice.userId][alice.deviceId])[0];
     assert.notEqual(id1, id2);
     assert.deepEqual(new Set([id1, id2]), new Set(['signed_curve25519:AAAA', 'signed_curve25519:BBBB']));
-    let s = await aliceApi.sync({ timeout: 0 });
+    s = await aliceApi.sync({ timeout: 0 });
     assert.equal(s.device_one_time_keys_count.signed_curve25519, 0);
     assert.deepEqual(s.device_unused_fallback_key_types, ['signed_curve25519']);
     // Out of one-time keys: the fallback key, then marked used.

@@ -9,6 +9,7 @@ import { MAX_PASSWORD_LENGTH } from './passwords.js';
 import { SERVER_MANAGED_ACCOUNT_DATA, type ProfileField } from './service.js';
 import type { Requester } from './tokens.js';
 import { authDict, parseRequest } from './validation.js';
+import { refuseIfSuspended } from './suspension.js';
 
 const V3 = '/_matrix/client/v3';
 
@@ -213,6 +214,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Context): void 
     const who = await auth(req);
     const field = profileField(req.params.keyName, true);
     if (who.userId !== req.params.userId) throw forbidden("Cannot change another user's profile");
+    refuseIfSuspended(who);
     const body = parseRequest(jsonObject, req.body);
     if (!(field in body)) throw missingParam(`Missing parameter: ${field}`);
     const value = body[field];
@@ -225,6 +227,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Context): void 
     const who = await auth(req);
     const field = profileField(req.params.keyName, true);
     if (who.userId !== req.params.userId) throw forbidden("Cannot change another user's profile");
+    refuseIfSuspended(who);
     await accounts().setProfileField(who.userId, field, null);
     return {};
   });

@@ -18,6 +18,8 @@ export interface Requester {
   isGuest: boolean;
   /** Hash of the token used, so logout can revoke exactly this one. */
   tokenHash: string;
+  /** Account suspended (src/accounts/suspension.ts); absent means no. */
+  suspended?: boolean;
 }
 
 /**
@@ -96,11 +98,11 @@ export class TokenService {
       const row = await this.db
         .selectFrom('access_tokens as t')
         .innerJoin('users as u', 'u.user_id', 't.user_id')
-        .select(['t.user_id', 't.device_id', 'u.is_admin', 'u.is_guest', 'u.deactivated', 'u.locked'])
+        .select(['t.user_id', 't.device_id', 'u.is_admin', 'u.is_guest', 'u.deactivated', 'u.locked', 'u.suspended'])
         .where('t.token_hash', '=', hash)
         .executeTakeFirst();
       const who = row && !row.deactivated
-        ? { userId: row.user_id, deviceId: row.device_id, isAdmin: !!row.is_admin, isGuest: !!row.is_guest, tokenHash: hash }
+        ? { userId: row.user_id, deviceId: row.device_id, isAdmin: !!row.is_admin, isGuest: !!row.is_guest, tokenHash: hash, suspended: !!row.suspended }
         : null;
       entry = { who, locked: !!row?.locked, at: now };
       this.cache.set(hash, entry);
@@ -149,7 +151,7 @@ export class TokenService {
     return hashes;
   }
 
-  /** Forget every cached lookup of one user's tokens (locked, unlocked, made admin). */
+  /** Forget every cached lookup of one user's tokens (locked, suspended, made admin). */
   forgetUser(userId: string): void {
     for (const [hash, entry] of this.cache.entries()) {
       if (entry.who?.userId === userId) this.cache.delete(hash);

@@ -5,10 +5,12 @@
  *   GET /_matrix/client/v3/admin/whois/{userId}    the user themself or a server admin
  *   GET /_matrix/client/v1/admin/lock/{userId}     {"locked": bool}   (server admins)
  *   PUT /_matrix/client/v1/admin/lock/{userId}     {"locked": bool}   (server admins)
+ *   GET /_matrix/client/v1/admin/suspend/{userId}  {"suspended": bool} (server admins)
+ *   PUT /_matrix/client/v1/admin/suspend/{userId}  {"suspended": bool} (server admins)
  *
  * A locked user's tokens keep working only for /logout and /logout/all (see
  * TokenService.authenticate); everything else answers 401 M_USER_LOCKED.
- * Suspension (/admin/suspend) is not implemented and answers 404 M_UNRECOGNIZED.
+ * What a suspended user may still do is in src/accounts/suspension.ts.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
@@ -19,6 +21,7 @@ import { parseBody } from '../server/validate.js';
 import { requireServerAdmin } from './auth.js';
 
 const lockBody = z.object({ locked: z.boolean() });
+const suspendBody = z.object({ suspended: z.boolean() });
 
 export function registerClientAdminRoutes(app: FastifyInstance, ctx: Context): void {
   const db = ctx.storage.db;
@@ -27,7 +30,7 @@ export function registerClientAdminRoutes(app: FastifyInstance, ctx: Context): v
   const targetUser = async (req: FastifyRequest) => {
     const userId = (req.params as { userId: string }).userId;
     if (serverNameOf(userId) !== ctx.config.server_name) throw invalidParam('User is not local to this server');
-    const row = await db.selectFrom('users').select(['user_id', 'locked', 'deactivated'])
+    const row = await db.selectFrom('users').select(['user_id', 'locked', 'suspended', 'deactivated'])
       .where('user_id', '=', userId).executeTakeFirst();
     if (!row || row.deactivated) throw notFound('Unknown user');
     return row;
@@ -65,4 +68,23 @@ export function registerClientAdminRoutes(app: FastifyInstance, ctx: Context): v
     ctx.tokens.forgetUser(row.user_id);
     return { locked: body.locked };
   });
+
+  app.get('/_matrix/client/v1/admin/suspend/:userId', async (req) => {
+    await requireServerAdmin(ctx, req);
+    return { suspended: !!(await targetUser(req)).suspended };
+  });
+
+  app.put('/_matrix/client/v1/admin/suspend/:userId', async (req) => {
+    await requireServerAdmin(ctx, req);
+    const body = parseBody(suspendBody, req.body);
+    const row = await targetUser(req);
+    await setSuspended(ctx, row.user_id, body.suspended);
+    return { suspended: body.suspended };
+  });
+}
+
+/** Set or lift a suspension; it applies to the user's next request. */
+export async function setSuspended(ctx: Context, userId: string, suspended: boolean): Promise<void> {
+  await ctx.storage.db.updateTable('users').set({ suspended: suspended ? 1 : 0 }).where('user_id', '=', userId).execute();
+  ctx.tokens.forgetUser(userId);
 }

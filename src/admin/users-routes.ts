@@ -43,6 +43,7 @@ import type { Context } from '../server/services.js';
 import type { Database } from '../storage/schema.js';
 import { parseBody } from '../server/validate.js';
 import { requireServerAdmin } from './auth.js';
+import { setSuspended } from './client-admin-routes.js';
 import { V1, V2, type Query, params, query, intParam } from './params.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
@@ -114,7 +115,7 @@ function details(r: UserRow) {
     consent_server_notice_sent: null,
     consent_version: null,
     consent_ts: null,
-    suspended: false,
+    suspended: !!r.suspended,
   };
 }
 
@@ -145,7 +146,7 @@ export function registerAdminUsersRoutes(app: FastifyInstance, ctx: Context): vo
 
   const selectUsers = () => db.selectFrom('users').select((eb) => [
     'user_id', 'password_hash', 'is_admin', 'is_guest', 'deactivated', 'created_ts', 'displayname', 'avatar_url',
-    'shadow_banned', 'erased', 'locked', 'user_type',
+    'shadow_banned', 'erased', 'locked', 'suspended', 'user_type',
     eb.selectFrom('devices').select((d) => d.fn.max('devices.last_seen_ts').as('m'))
       .whereRef('devices.user_id', '=', 'users.user_id').as('last_seen_ts'),
   ]);
@@ -320,6 +321,16 @@ export function registerAdminUsersRoutes(app: FastifyInstance, ctx: Context): vo
   };
   app.post(`${V1}/users/:userId/shadow_ban`, setShadowBan(true));
   app.delete(`${V1}/users/:userId/shadow_ban`, setShadowBan(false));
+
+  // Synapse's form of the spec's PUT /_matrix/client/v1/admin/suspend.
+  app.put(`${V1}/suspend/:userId`, async (req) => {
+    await requireServerAdmin(ctx, req);
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    if (typeof body.suspend !== 'boolean') throw badJson("Param 'suspend' must be a boolean");
+    const row = await localUser(req, 'Can only suspend local users');
+    await setSuspended(ctx, row.user_id, body.suspend);
+    return { [`user_${row.user_id}_suspended`]: body.suspend };
+  });
 
   app.get(`${V1}/users/:userId/override_ratelimit`, async (req) => {
     await requireServerAdmin(ctx, req);

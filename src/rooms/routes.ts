@@ -17,6 +17,7 @@ import { jsonObject, parseBody, parseQuery, queryInt } from '../server/validate.
 import { stateKeyOf } from './state-store.js';
 import type { CreateRoomBody } from './create-room.js';
 import type { MembershipChange } from './membership.js';
+import { refuseIfSuspended, suspendedError } from '../accounts/suspension.js';
 import { aliasFromLocalpart, checkAliasSyntax, isLocalAlias, registerDirectoryRoutes, resolveAlias } from './directory.js';
 import {
   eventContext, formatEvent, formatEvents, joinedMembers, openRoomForReading, parseFilterParam,
@@ -183,6 +184,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
   app.post(`${V3}/createRoom`, async (req) => {
     const who = await ctx.tokens.authenticate(req);
     if (who.isGuest) throw guestForbidden('create rooms');
+    refuseIfSuspended(who);
     const body = parseBody(createRoomSchema, req.body) as CreateRoomBody;
     if (body.room_version !== undefined && !getRoomVersion(body.room_version)) {
       throw new MatrixError('M_UNSUPPORTED_ROOM_VERSION', 400, `Room version ${body.room_version} is not supported`);
@@ -201,6 +203,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
   // ---- membership
 
   const join = async (who: Requester, roomId: string, reason?: string, via: string[] = []) => {
+    refuseIfSuspended(who);
     await assertRoomNotBlocked(ctx, roomId);
     const room = await ctx.rooms.getRoom(roomId);
     if (!room) {
@@ -248,6 +251,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
   app.post(`${V3}/knock/:roomIdOrAlias`, async (req) => {
     const who = await ctx.tokens.authenticate(req);
     if (who.isGuest) throw guestForbidden('knock');
+    refuseIfSuspended(who);
     const body = parseBody(reasonSchema, req.body);
     const { roomId, servers } = await resolveRoomIdOrAlias(ctx, params(req).roomIdOrAlias);
     if (!(await ctx.rooms.getRoom(roomId))) {
@@ -271,6 +275,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
   app.post(`${V3}/rooms/:roomId/invite`, async (req) => {
     const who = await ctx.tokens.authenticate(req);
     if (who.isGuest) throw guestForbidden('invite users');
+    refuseIfSuspended(who);
     const roomId = roomIdParam(req);
     const raw = req.body as Record<string, unknown> | undefined;
     if (raw && typeof raw === 'object' && raw.user_id === undefined && (raw.medium !== undefined || raw.address !== undefined)) {
@@ -318,6 +323,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
   app.post(`${V3}/rooms/:roomId/kick`, async (req) => {
     const who = await ctx.tokens.authenticate(req);
     if (who.isGuest) throw guestForbidden('kick users');
+    refuseIfSuspended(who);
     const roomId = roomIdParam(req);
     const body = parseBody(targetSchema, req.body);
     if (!(await ctx.rooms.getRoom(roomId))) throw notFound('Room not found');
@@ -333,6 +339,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
   app.post(`${V3}/rooms/:roomId/ban`, async (req) => {
     const who = await ctx.tokens.authenticate(req);
     if (who.isGuest) throw guestForbidden('ban users');
+    refuseIfSuspended(who);
     const roomId = roomIdParam(req);
     const body = parseBody(targetSchema, req.body);
     await ctx.rooms.changeMembership({ roomId, sender: who.userId, target: body.user_id, membership: 'ban', reason: body.reason });
@@ -342,6 +349,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
   app.post(`${V3}/rooms/:roomId/unban`, async (req) => {
     const who = await ctx.tokens.authenticate(req);
     if (who.isGuest) throw guestForbidden('unban users');
+    refuseIfSuspended(who);
     const roomId = roomIdParam(req);
     const body = parseBody(targetSchema, req.body);
     if (!(await ctx.rooms.getRoom(roomId))) throw notFound('Room not found');
@@ -357,12 +365,23 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
 
   // ---- sending
 
+  /** A suspended user may redact their own events only. */
+  const refuseSuspendedRedaction = async (who: Requester, eventId: string) => {
+    if (!who.suspended) return;
+    const target = await ctx.rooms.events.get(eventId);
+    if (!target || target.pdu.sender !== who.userId) throw suspendedError();
+  };
+
   app.put(`${V3}/rooms/:roomId/send/:eventType/:txnId`, async (req) => {
     const who = await ctx.tokens.authenticate(req);
     const roomId = roomIdParam(req);
     const { eventType, txnId } = params(req);
     checkTypeAndKey(eventType);
     const content = parseBody(jsonObject, req.body);
+    if (who.suspended) {
+      if (eventType !== 'm.room.redaction' || typeof content.redacts !== 'string') throw suspendedError();
+      await refuseSuspendedRedaction(who, content.redacts);
+    }
     const txn = { deviceId: who.deviceId, txnId, scope: `send/${eventType}` };
     const prior = await ctx.rooms.findTxnEvent(roomId, who.userId, txn);
     if (prior) return { event_id: prior.pdu.event_id };
@@ -388,6 +407,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     const roomId = roomIdParam(req);
     checkTypeAndKey(eventType, stateKey);
     const content = parseBody(jsonObject, req.body);
+    refuseIfSuspended(who);
     ctx.limits.message.take(who.userId);
     const shadowId = await shadowBannedEventId(ctx, who.userId);
     if (shadowId) return { event_id: shadowId };
@@ -404,6 +424,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     const { eventId, txnId } = params(req);
     if (!eventId.startsWith('$')) throw invalidParam(`Invalid event id: ${eventId}`);
     const body = parseBody(reasonSchema, req.body);
+    await refuseSuspendedRedaction(who, eventId);
     const txn = { deviceId: who.deviceId, txnId, scope: `redact/${eventId}` };
     const prior = await ctx.rooms.findTxnEvent(roomId, who.userId, txn);
     if (prior) return { event_id: prior.pdu.event_id };

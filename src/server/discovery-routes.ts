@@ -22,7 +22,7 @@ export function registerDiscoveryRoutes(app: FastifyInstance, ctx: Context): voi
   });
 
   app.get('/_matrix/client/v3/capabilities', async (req) => {
-    await ctx.tokens.authenticate(req);
+    const who = await ctx.tokens.authenticate(req);
     const available: Record<string, string> = {};
     for (const v of Object.values(ROOM_VERSIONS)) available[v.id] = v.stable ? 'stable' : 'unstable';
     return {
@@ -33,6 +33,8 @@ export function registerDiscoveryRoutes(app: FastifyInstance, ctx: Context): voi
         'm.set_avatar_url': { enabled: true },
         'm.3pid_changes': { enabled: false },
         'm.get_login_token': { enabled: false },
+        // Server admins may lock and suspend accounts (/admin/lock, /admin/suspend); omitted for others.
+        ...(who.isAdmin ? { 'm.account_moderation': { lock: true, suspend: true } } : {}),
       },
     };
   });

@@ -19,6 +19,8 @@ export interface Database {
     shadow_banned: Generated<number>;
     erased: Generated<number>;
     locked: Generated<number>;
+    /** Migration 016: account suspension (src/accounts/suspension.ts). */
+    suspended: Generated<number>;
     user_type: string | null;
   };
   devices: {

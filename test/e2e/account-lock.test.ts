@@ -1,22 +1,34 @@
 /**
- * Account locking (spec: "Account locking") and the client admin endpoints:
- * /_matrix/client/v1/admin/lock and /_matrix/client/v3/admin/whois, plus the
- * Synapse admin API's `locked` flag, which must have the same effect.
+ * Account locking and suspension (spec: "Account locking", "Account
+ * suspension") and the client admin endpoints: /_matrix/client/v1/admin/lock,
+ * /admin/suspend and /_matrix/client/v3/admin/whois, plus the Synapse admin
+ * API's forms of them, which must have the same effect.
  *
  *   RANVIER_TEST_SKIP_PG=1 npm test -- account-lock
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestServer, registerUser, request, type RegisteredUser, type TestServer } from './harness.js';
-import { CS, login } from './util.js';
+import { Api, CS, enc, login } from './util.js';
 
 const PASSWORD = 'a long enough password';
 const LOCK = '/_matrix/client/v1/admin/lock';
 const WHOIS = '/_matrix/client/v3/admin/whois';
+const SUSPEND = '/_matrix/client/v1/admin/suspend';
 
 function expectError(r: { status: number; body: { errcode?: string } | undefined }, status: number, errcode: string, what: string) {
   assert.equal(r.status, status, `${what}: ${JSON.stringify(r.body)}`);
   assert.equal(r.body?.errcode, errcode, `${what}: ${JSON.stringify(r.body)}`);
+}
+
+/** A server with a server admin and two plain users. */
+async function serverWithUsers(): Promise<{ srv: TestServer; admin: RegisteredUser; alice: RegisteredUser; bob: RegisteredUser }> {
+  const srv = await startTestServer();
+  const admin = await registerUser(srv.url, 'admin', PASSWORD);
+  const alice = await registerUser(srv.url, 'alice', PASSWORD);
+  const bob = await registerUser(srv.url, 'bob', PASSWORD);
+  await srv.ctx.storage.db.updateTable('users').set({ is_admin: 1 }).where('user_id', '=', admin.userId).execute();
+  return { srv, admin, alice, bob };
 }
 
 describe('account locking', { timeout: 60_000 }, () => {
@@ -29,11 +41,7 @@ describe('account locking', { timeout: 60_000 }, () => {
     request(srv.url, method, path, { token: who.accessToken, body });
 
   before(async () => {
-    srv = await startTestServer();
-    admin = await registerUser(srv.url, 'admin', PASSWORD);
-    alice = await registerUser(srv.url, 'alice', PASSWORD);
-    bob = await registerUser(srv.url, 'bob', PASSWORD);
-    await srv.ctx.storage.db.updateTable('users').set({ is_admin: 1 }).where('user_id', '=', admin.userId).execute();
+    ({ srv, admin, alice, bob } = await serverWithUsers());
   });
 
   after(async () => {
@@ -104,5 +112,89 @@ describe('account locking', { timeout: 60_000 }, () => {
     assert.equal((await as(admin, 'GET', `${WHOIS}/${alice.userId}`)).status, 200);
     expectError(await as(bob, 'GET', `${WHOIS}/${alice.userId}`), 403, 'M_FORBIDDEN', 'someone else');
     expectError(await as(admin, 'GET', `${WHOIS}/@nobody:localhost`), 404, 'M_NOT_FOUND', 'unknown user');
+  });
+});
+
+describe('account suspension', { timeout: 60_000 }, () => {
+  let srv: TestServer;
+  let admin: RegisteredUser;
+  let alice: RegisteredUser;
+  let bob: RegisteredUser;
+  let aliceApi: Api;
+  let bobApi: Api;
+  let roomId: string;
+  let otherRoom: string;
+
+  const as = (who: RegisteredUser, method: string, path: string, body?: unknown) =>
+    request(srv.url, method, path, { token: who.accessToken, body });
+  const suspend = async (on: boolean) => assert.equal((await as(admin, 'PUT', `${SUSPEND}/${alice.userId}`, { suspended: on })).status, 200);
+
+  before(async () => {
+    ({ srv, admin, alice, bob } = await serverWithUsers());
+    aliceApi = new Api(srv.url, alice.accessToken);
+    bobApi = new Api(srv.url, bob.accessToken);
+    roomId = await bobApi.createRoom({ preset: 'public_chat' });
+    otherRoom = await bobApi.createRoom({ preset: 'public_chat' });
+    await aliceApi.join(roomId);
+  });
+
+  after(async () => {
+    await srv?.close();
+  });
+
+  test('a suspended user reads and syncs but cannot reach others: 403 M_USER_SUSPENDED', async () => {
+    const own = await aliceApi.send(roomId, 'before the suspension');
+    const bobs = await bobApi.send(roomId, 'from bob');
+    await suspend(true);
+    assert.deepEqual((await as(admin, 'GET', `${SUSPEND}/${alice.userId}`)).body, { suspended: true });
+
+    const refused: Array<[string, string, unknown]> = [
+      ['PUT', `${CS}/rooms/${enc(roomId)}/send/m.room.message/s1`, { msgtype: 'm.text', body: 'hi' }],
+      ['PUT', `${CS}/rooms/${enc(roomId)}/state/m.room.topic/`, { topic: 'x' }],
+      ['POST', `${CS}/createRoom`, {}],
+      ['POST', `${CS}/join/${enc(otherRoom)}`, {}],
+      ['POST', `${CS}/rooms/${enc(roomId)}/invite`, { user_id: admin.userId }],
+      ['PUT', `${CS}/profile/${enc(alice.userId)}/displayname`, { displayname: 'Evil' }],
+      ['PUT', `${CS}/rooms/${enc(roomId)}/redact/${enc(bobs)}/r1`, {}],
+      ['PUT', `${CS}/rooms/${enc(roomId)}/send/m.room.redaction/r2`, { redacts: bobs }],
+    ];
+    for (const [method, path, body] of refused) {
+      const r = await as(alice, method, path, body);
+      assert.equal(r.status, 403, `${method} ${path}: ${JSON.stringify(r.body)}`);
+      assert.equal(r.body.errcode, 'M_USER_SUSPENDED', `${method} ${path}`);
+    }
+    // Still allowed: sync, history, redacting one's own event, logging in, then leaving.
+    assert.equal((await as(alice, 'GET', `${CS}/sync?timeout=0`)).status, 200);
+    assert.equal((await aliceApi.messages(roomId)).status, 200);
+    assert.equal((await as(alice, 'PUT', `${CS}/rooms/${enc(roomId)}/redact/${enc(own)}/r3`, {})).status, 200);
+    assert.equal((await login(srv.url, 'alice', PASSWORD)).status, 200);
+    assert.equal((await as(alice, 'POST', `${CS}/rooms/${enc(roomId)}/leave`, {})).status, 200);
+    const members = await bobApi.ok('GET', `/rooms/${enc(roomId)}/joined_members`);
+    assert.ok(!(alice.userId in members.joined), 'the leave went through');
+    const profile = await request(srv.url, 'GET', `${CS}/profile/${enc(alice.userId)}`);
+    assert.notEqual(profile.body.displayname, 'Evil', 'the refused profile change changed nothing');
+  });
+
+  test('lifting the suspension (Synapse admin form) restores everything at once', async () => {
+    const r = await as(admin, 'PUT', `/_synapse/admin/v1/suspend/${alice.userId}`, { suspend: false });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(r.body, { [`user_${alice.userId}_suspended`]: false });
+    assert.equal((await as(admin, 'GET', `/_synapse/admin/v2/users/${alice.userId}`)).body.suspended, false);
+    await aliceApi.join(roomId);
+    assert.match(await aliceApi.send(roomId, 'back'), /^\$/);
+    assert.equal((await as(admin, 'PUT', `/_synapse/admin/v1/suspend/${alice.userId}`, { suspend: true })).status, 200);
+    assert.equal((await as(admin, 'GET', `/_synapse/admin/v2/users/${alice.userId}`)).body.suspended, true);
+    await suspend(false);
+  });
+
+  test('suspend endpoint errors and the moderation capability', async () => {
+    expectError(await as(bob, 'PUT', `${SUSPEND}/${alice.userId}`, { suspended: true }), 403, 'M_FORBIDDEN', 'non-admin');
+    expectError(await as(admin, 'GET', `${SUSPEND}/@x:elsewhere.test`), 400, 'M_INVALID_PARAM', 'remote user');
+    expectError(await as(admin, 'GET', `${SUSPEND}/@nobody:localhost`), 404, 'M_NOT_FOUND', 'unknown user');
+    expectError(await as(admin, 'PUT', `${SUSPEND}/${alice.userId}`, { suspended: 1 }), 400, 'M_BAD_JSON', 'not a boolean');
+    expectError(await as(admin, 'PUT', `/_synapse/admin/v1/suspend/${alice.userId}`, {}), 400, 'M_BAD_JSON', 'Synapse form without suspend');
+    const adminCaps = (await as(admin, 'GET', `${CS}/capabilities`)).body.capabilities;
+    assert.deepEqual(adminCaps['m.account_moderation'], { lock: true, suspend: true });
+    assert.equal((await as(bob, 'GET', `${CS}/capabilities`)).body.capabilities['m.account_moderation'], undefined);
   });
 });

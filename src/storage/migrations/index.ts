@@ -26,8 +26,9 @@ import { assertSchemaNotNewer } from '../version-check.js';
 import { adminUsers } from './013-admin-users.js';
 import { adminRooms } from './014-admin-rooms.js';
 import { registrationTokens } from './015-registration-tokens.js';
+import { suspension } from './016-suspension.js';
 
-export const MIGRATIONS: Migration[] = [initial, sync, push, e2eeKeys, toDevice, keyBackup, media, mediaCache, serverKeys, federationQueue, openidTokens, adminUsers, adminRooms, registrationTokens];
+export const MIGRATIONS: Migration[] = [initial, sync, push, e2eeKeys, toDevice, keyBackup, media, mediaCache, serverKeys, federationQueue, openidTokens, adminUsers, adminRooms, registrationTokens, suspension];
 
 /** `migrations` is for tests only (injecting a failing migration); the server always runs MIGRATIONS. */
 export async function runMigrations(db: Kysely<any>, dialect: Dialect, migrations: readonly Migration[] = MIGRATIONS): Promise<number> { // eslint-disable-line @typescript-eslint/no-explicit-any -- see Migration

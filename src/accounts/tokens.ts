@@ -20,6 +20,8 @@ export interface Requester {
   tokenHash: string;
   /** Account suspended (src/accounts/suspension.ts); absent means no. */
   suspended?: boolean;
+  /** Shadow-banned by an admin (sends get a made-up event id); absent means no. */
+  shadowBanned?: boolean;
 }
 
 /**
@@ -98,11 +100,11 @@ export class TokenService {
       const row = await this.db
         .selectFrom('access_tokens as t')
         .innerJoin('users as u', 'u.user_id', 't.user_id')
-        .select(['t.user_id', 't.device_id', 'u.is_admin', 'u.is_guest', 'u.deactivated', 'u.locked', 'u.suspended'])
+        .select(['t.user_id', 't.device_id', 'u.is_admin', 'u.is_guest', 'u.deactivated', 'u.locked', 'u.suspended', 'u.shadow_banned'])
         .where('t.token_hash', '=', hash)
         .executeTakeFirst();
       const who = row && !row.deactivated
-        ? { userId: row.user_id, deviceId: row.device_id, isAdmin: !!row.is_admin, isGuest: !!row.is_guest, tokenHash: hash, suspended: !!row.suspended }
+        ? { userId: row.user_id, deviceId: row.device_id, isAdmin: !!row.is_admin, isGuest: !!row.is_guest, tokenHash: hash, suspended: !!row.suspended, shadowBanned: !!row.shadow_banned }
         : null;
       entry = { who, locked: !!row?.locked, at: now };
       this.cache.set(hash, entry);

@@ -42,6 +42,7 @@ import { MatrixError, badJson, invalidParam, missingParam, notFound } from '../s
 import type { Context } from '../server/services.js';
 import type { Database } from '../storage/schema.js';
 import { parseBody } from '../server/validate.js';
+import type { Requester } from '../accounts/tokens.js';
 import { requireServerAdmin } from './auth.js';
 import { setSuspended } from './client-admin-routes.js';
 import { V1, V2, type Query, params, query, intParam } from './params.js';
@@ -317,6 +318,7 @@ export function registerAdminUsersRoutes(app: FastifyInstance, ctx: Context): vo
     await requireServerAdmin(ctx, req);
     const row = await localUser(req, 'Only local users can be shadow-banned');
     await db.updateTable('users').set({ shadow_banned: banned ? 1 : 0 }).where('user_id', '=', row.user_id).execute();
+    ctx.tokens.forgetUser(row.user_id);
     return {};
   };
   app.post(`${V1}/users/:userId/shadow_ban`, setShadowBan(true));
@@ -424,8 +426,7 @@ export function registerAdminUsersRoutes(app: FastifyInstance, ctx: Context): vo
  * event, so a spammer cannot tell their messages reach nobody.
  * Returns the made-up id, or undefined when the user is not shadow-banned.
  */
-export async function shadowBannedEventId(ctx: Context, userId: string): Promise<string | undefined> {
-  const row = await ctx.storage.db.selectFrom('users').select('shadow_banned').where('user_id', '=', userId).executeTakeFirst();
-  if (!row?.shadow_banned) return undefined;
+export function shadowBannedEventId(who: Requester): string | undefined {
+  if (!who.shadowBanned) return undefined;
   return '$' + randomBytes(32).toString('base64url');
 }

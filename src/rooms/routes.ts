@@ -203,7 +203,11 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
   // ---- membership
 
   const join = async (who: Requester, roomId: string, reason?: string, via: string[] = []) => {
-    refuseIfSuspended(who);
+    // A suspended user may still join their server-notices room: that is how the admins reach them.
+    if (who.suspended) {
+      const notices = await ctx.storage.db.selectFrom('server_notice_rooms').select('room_id').where('user_id', '=', who.userId).executeTakeFirst();
+      if (notices?.room_id !== roomId) throw suspendedError();
+    }
     await assertRoomNotBlocked(ctx, roomId);
     const room = await ctx.rooms.getRoom(roomId);
     if (!room) {
@@ -386,7 +390,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     const prior = await ctx.rooms.findTxnEvent(roomId, who.userId, txn);
     if (prior) return { event_id: prior.pdu.event_id };
     ctx.limits.message.take(who.userId);
-    const shadowId = await shadowBannedEventId(ctx, who.userId);
+    const shadowId = shadowBannedEventId(who);
     if (shadowId) return { event_id: shadowId };
     let redacts: string | undefined;
     if (eventType === 'm.room.redaction') {
@@ -409,7 +413,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     const content = parseBody(jsonObject, req.body);
     refuseIfSuspended(who);
     ctx.limits.message.take(who.userId);
-    const shadowId = await shadowBannedEventId(ctx, who.userId);
+    const shadowId = shadowBannedEventId(who);
     if (shadowId) return { event_id: shadowId };
     if (eventType === 'm.room.canonical_alias' && stateKey === '') await checkCanonicalAlias(ctx, roomId, content);
     const ev = await ctx.rooms.send({ roomId, sender: who.userId, type: eventType, stateKey, content });
@@ -429,7 +433,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
     const prior = await ctx.rooms.findTxnEvent(roomId, who.userId, txn);
     if (prior) return { event_id: prior.pdu.event_id };
     ctx.limits.message.take(who.userId);
-    const shadowId = await shadowBannedEventId(ctx, who.userId);
+    const shadowId = shadowBannedEventId(who);
     if (shadowId) return { event_id: shadowId };
     const content: Record<string, unknown> = {};
     if (body.reason !== undefined) content.reason = body.reason;

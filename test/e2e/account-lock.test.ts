@@ -175,6 +175,22 @@ describe('account suspension', { timeout: 60_000 }, () => {
     assert.notEqual(profile.body.displayname, 'Evil', 'the refused profile change changed nothing');
   });
 
+  test('a suspended user can still join their server-notices room and read the notice', async () => {
+    await suspend(true);
+    const sent = await as(admin, 'POST', '/_synapse/admin/v1/send_server_notice', {
+      user_id: alice.userId, content: { msgtype: 'm.text', body: 'You are suspended for spam' },
+    });
+    assert.equal(sent.status, 200, JSON.stringify(sent.body));
+    const sync = await aliceApi.sync({ timeout: 0 });
+    const [noticeRoom] = Object.keys(sync.rooms?.invite ?? {});
+    assert.ok(noticeRoom, 'invited to the notices room');
+    assert.equal(await aliceApi.join(noticeRoom), noticeRoom);
+    const ev = await aliceApi.ok('GET', `/rooms/${enc(noticeRoom)}/event/${enc(sent.body.event_id)}`);
+    assert.equal(ev.content.body, 'You are suspended for spam');
+    expectError(await as(alice, 'POST', `${CS}/join/${enc(otherRoom)}`, {}), 403, 'M_USER_SUSPENDED', 'any other room');
+    await suspend(false);
+  });
+
   test('lifting the suspension (Synapse admin form) restores everything at once', async () => {
     const r = await as(admin, 'PUT', `/_synapse/admin/v1/suspend/${alice.userId}`, { suspend: false });
     assert.equal(r.status, 200, JSON.stringify(r.body));

@@ -9,17 +9,12 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestServer, registerUser, request, type RegisteredUser, type TestServer } from './harness.js';
-import { Api, CS, enc, login } from './util.js';
+import { Api, CS, enc, expectError, login } from './util.js';
 
 const PASSWORD = 'a long enough password';
 const LOCK = '/_matrix/client/v1/admin/lock';
 const WHOIS = '/_matrix/client/v3/admin/whois';
 const SUSPEND = '/_matrix/client/v1/admin/suspend';
-
-function expectError(r: { status: number; body: { errcode?: string } | undefined }, status: number, errcode: string, what: string) {
-  assert.equal(r.status, status, `${what}: ${JSON.stringify(r.body)}`);
-  assert.equal(r.body?.errcode, errcode, `${what}: ${JSON.stringify(r.body)}`);
-}
 
 /** A server with a server admin and two plain users. */
 async function serverWithUsers(): Promise<{ srv: TestServer; admin: RegisteredUser; alice: RegisteredUser; bob: RegisteredUser }> {

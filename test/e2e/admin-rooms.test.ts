@@ -10,7 +10,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestServer, registerUser, type RegisteredUser, type TestServer } from './harness.js';
-import { Api, enc, request, waitFor } from './util.js';
+import { Api, enc, expectError, request, waitFor } from './util.js';
 
 const PASSWORD = 'hunter2 but longer';
 const V1 = '/_synapse/admin/v1';
@@ -35,12 +35,6 @@ describe('room admin API', { timeout: 120_000 }, () => {
     const r = await adm(method, path, body);
     assert.equal(r.status, 200, `${method} ${path}: ${JSON.stringify(r.body)}`);
     return r.body;
-  }
-
-  // request() types bodies as any: the tests look into them field by field.
-  function expectError(r: { status: number; body: { errcode?: string } | undefined }, status: number, errcode: string, what: string) {
-    assert.equal(r.status, status, `${what}: ${JSON.stringify(r.body)}`);
-    assert.equal(r.body?.errcode, errcode, what);
   }
 
   async function messageBodies(api: Api, roomId: string): Promise<string[]> {

@@ -10,18 +10,12 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { startTestServer, registerUser, type RegisteredUser, type TestServer } from './harness.js';
-import { Api, enc, login, request } from './util.js';
+import { Api, enc, expectError, login, request } from './util.js';
 
 const PASSWORD = 'hunter2 but longer';
 const V1 = '/_synapse/admin/v1';
 const V2 = '/_synapse/admin/v2';
 const SECRET = 'a shared secret for tests';
-
-// request() types bodies as any: the tests look into them field by field.
-function expectError(r: { status: number; body: { errcode?: string } | undefined }, status: number, errcode: string, what: string) {
-  assert.equal(r.status, status, `${what}: ${JSON.stringify(r.body)}`);
-  assert.equal(r.body?.errcode, errcode, `${what}: ${JSON.stringify(r.body)}`);
-}
 
 /** register_new_matrix_user's MAC. */
 function mac(nonce: string, user: string, password: string, admin: boolean, secret = SECRET): string {

@@ -11,7 +11,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import { startTestServer, registerUser, type RegisteredUser, type TestServer } from './harness.js';
-import { Api, enc, request } from './util.js';
+import { Api, enc, expectError, request } from './util.js';
 
 const PASSWORD = 'hunter2 but longer';
 const ADMIN = '/_synapse/admin/v1';
@@ -66,12 +66,6 @@ describe('media admin API', { timeout: 90_000 }, () => {
   /** An admin API call as the admin (Api.call would put /_synapse paths under the client API). */
   function adm(method: string, path: string) {
     return request(srv.url, method, path, { token: admin.accessToken, body: method === 'GET' ? undefined : {} });
-  }
-
-  // request() types bodies as any: the tests look into them field by field.
-  function expectError(r: { status: number; body: { errcode?: string } | undefined }, status: number, errcode: string, what: string) {
-    assert.equal(r.status, status, `${what}: ${JSON.stringify(r.body)}`);
-    assert.equal(r.body?.errcode, errcode, what);
   }
 
   before(async () => {

@@ -3,6 +3,7 @@
  * raw Client-Server API calls, user-interactive auth and matrix-js-sdk setup.
  * Server start-up and registration live in harness.ts.
  */
+import assert from 'node:assert/strict';
 import net from 'node:net';
 import './sdk-setup.js'; // before matrix-js-sdk
 import * as sdk from 'matrix-js-sdk';
@@ -11,6 +12,12 @@ import { request } from './harness.js';
 export { request };
 
 export const CS = '/_matrix/client/v3';
+
+/** Assert a Matrix error answer: HTTP status and errcode, naming `what` and showing the body. */
+export function expectError(r: { status: number; body: { errcode?: string } | undefined }, status: number, errcode: string, what: string): void {
+  assert.equal(r.status, status, `${what}: ${JSON.stringify(r.body)}`);
+  assert.equal(r.body?.errcode, errcode, `${what}: ${JSON.stringify(r.body)}`);
+}
 
 /** Poll `fn` until it returns a truthy value (returned) or `timeoutMs` passes (throws, naming `what`). */
 export async function waitFor<T>(

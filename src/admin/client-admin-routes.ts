@@ -15,13 +15,10 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { serverNameOf } from '../core/identifiers.js';
-import { forbidden, invalidParam, notFound } from '../server/errors.js';
+import { invalidParam, notFound } from '../server/errors.js';
 import type { Context } from '../server/services.js';
 import { parseBody } from '../server/validate.js';
 import { requireServerAdmin } from './auth.js';
-
-const lockBody = z.object({ locked: z.boolean() });
-const suspendBody = z.object({ suspended: z.boolean() });
 
 export function registerClientAdminRoutes(app: FastifyInstance, ctx: Context): void {
   const db = ctx.storage.db;
@@ -38,11 +35,8 @@ export function registerClientAdminRoutes(app: FastifyInstance, ctx: Context): v
 
   app.get('/_matrix/client/v3/admin/whois/:userId', async (req) => {
     const who = await ctx.tokens.authenticate(req);
-    const userId = (req.params as { userId: string }).userId;
-    if (userId !== who.userId) {
-      const me = await db.selectFrom('users').select('is_admin').where('user_id', '=', who.userId).executeTakeFirst();
-      if (!me?.is_admin) throw forbidden('You may only look up yourself');
-    }
+    // Anyone may look themselves up; anyone else takes a server admin.
+    if ((req.params as { userId: string }).userId !== who.userId) await requireServerAdmin(ctx, req);
     const row = await targetUser(req);
     const devices: Record<string, { sessions: Array<{ connections: Array<Record<string, unknown>> }> }> = {};
     for (const d of await ctx.accounts.listDevices(row.user_id)) {
@@ -55,36 +49,30 @@ export function registerClientAdminRoutes(app: FastifyInstance, ctx: Context): v
     return { user_id: row.user_id, devices };
   });
 
-  app.get('/_matrix/client/v1/admin/lock/:userId', async (req) => {
-    await requireServerAdmin(ctx, req);
-    return { locked: !!(await targetUser(req)).locked };
-  });
-
-  app.put('/_matrix/client/v1/admin/lock/:userId', async (req) => {
-    await requireServerAdmin(ctx, req);
-    const body = parseBody(lockBody, req.body);
-    const row = await targetUser(req);
-    await db.updateTable('users').set({ locked: body.locked ? 1 : 0 }).where('user_id', '=', row.user_id).execute();
-    ctx.tokens.forgetUser(row.user_id);
-    return { locked: body.locked };
-  });
-
-  app.get('/_matrix/client/v1/admin/suspend/:userId', async (req) => {
-    await requireServerAdmin(ctx, req);
-    return { suspended: !!(await targetUser(req)).suspended };
-  });
-
-  app.put('/_matrix/client/v1/admin/suspend/:userId', async (req) => {
-    await requireServerAdmin(ctx, req);
-    const body = parseBody(suspendBody, req.body);
-    const row = await targetUser(req);
-    await setSuspended(ctx, row.user_id, body.suspended);
-    return { suspended: body.suspended };
-  });
+  /** GET and PUT for one reversible account flag: `{"<flag>": bool}` in and out. */
+  const flagRoutes = (path: string, flag: 'locked' | 'suspended') => {
+    const body = z.object({ [flag]: z.boolean() });
+    app.get(`/_matrix/client/v1/admin/${path}/:userId`, async (req) => {
+      await requireServerAdmin(ctx, req);
+      return { [flag]: !!(await targetUser(req))[flag] };
+    });
+    app.put(`/_matrix/client/v1/admin/${path}/:userId`, async (req) => {
+      await requireServerAdmin(ctx, req);
+      const value = parseBody(body, req.body)[flag] as boolean;
+      const row = await targetUser(req);
+      await setAccountFlag(ctx, row.user_id, flag, value);
+      return { [flag]: value };
+    });
+  };
+  flagRoutes('lock', 'locked');
+  flagRoutes('suspend', 'suspended');
 }
 
-/** Set or lift a suspension; it applies to the user's next request. */
-export async function setSuspended(ctx: Context, userId: string, suspended: boolean): Promise<void> {
-  await ctx.storage.db.updateTable('users').set({ suspended: suspended ? 1 : 0 }).where('user_id', '=', userId).execute();
+/** Flags that change what a user's own requests may do (see TokenService.authenticate). */
+export type AccountFlag = 'locked' | 'suspended' | 'shadow_banned';
+
+/** Set or clear an account flag; it applies to the user's next request, not after the token cache expires. */
+export async function setAccountFlag(ctx: Context, userId: string, flag: AccountFlag, value: boolean): Promise<void> {
+  await ctx.storage.db.updateTable('users').set({ [flag]: value ? 1 : 0 }).where('user_id', '=', userId).execute();
   ctx.tokens.forgetUser(userId);
 }

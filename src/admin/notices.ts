@@ -34,6 +34,12 @@ const bodySchema = z.object({
   state_key: z.string().max(255).optional(),
 });
 
+/** The user's server-notices room, if one was made (the user may have left it since). */
+export async function serverNoticesRoom(ctx: Context, userId: string): Promise<string | undefined> {
+  const row = await ctx.storage.db.selectFrom('server_notice_rooms').select('room_id').where('user_id', '=', userId).executeTakeFirst();
+  return row?.room_id;
+}
+
 export class ServerNotices {
   /** One room creation per user at a time, so concurrent notices share a room. */
   private locks = new KeyedMutex();
@@ -64,13 +70,13 @@ export class ServerNotices {
     return this.locks.run(userId, async () => {
       const system = await this.ensureSystemUser();
       const db = this.ctx.storage.db;
-      const known = await db.selectFrom('server_notice_rooms').select('room_id').where('user_id', '=', userId).executeTakeFirst();
-      if (known && (await this.ctx.rooms.membership(known.room_id, system)) === 'join') {
-        const m = await this.ctx.rooms.membership(known.room_id, userId);
+      const known = await serverNoticesRoom(this.ctx, userId);
+      if (known && (await this.ctx.rooms.membership(known, system)) === 'join') {
+        const m = await this.ctx.rooms.membership(known, userId);
         if (m !== 'join' && m !== 'invite') {
-          await this.ctx.rooms.changeMembership({ roomId: known.room_id, sender: system, target: userId, membership: 'invite' });
+          await this.ctx.rooms.changeMembership({ roomId: known, sender: system, target: userId, membership: 'invite' });
         }
-        return known.room_id;
+        return known;
       }
       const { room_id: roomId } = await this.ctx.rooms.createRoom(system, {
         preset: 'private_chat',

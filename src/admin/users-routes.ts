@@ -44,7 +44,7 @@ import type { Database } from '../storage/schema.js';
 import { parseBody } from '../server/validate.js';
 import type { Requester } from '../accounts/tokens.js';
 import { requireServerAdmin } from './auth.js';
-import { setSuspended } from './client-admin-routes.js';
+import { setAccountFlag } from './client-admin-routes.js';
 import { V1, V2, type Query, params, query, intParam } from './params.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
@@ -317,8 +317,7 @@ export function registerAdminUsersRoutes(app: FastifyInstance, ctx: Context): vo
   const setShadowBan = (banned: boolean) => async (req: FastifyRequest) => {
     await requireServerAdmin(ctx, req);
     const row = await localUser(req, 'Only local users can be shadow-banned');
-    await db.updateTable('users').set({ shadow_banned: banned ? 1 : 0 }).where('user_id', '=', row.user_id).execute();
-    ctx.tokens.forgetUser(row.user_id);
+    await setAccountFlag(ctx, row.user_id, 'shadow_banned', banned);
     return {};
   };
   app.post(`${V1}/users/:userId/shadow_ban`, setShadowBan(true));
@@ -330,7 +329,7 @@ export function registerAdminUsersRoutes(app: FastifyInstance, ctx: Context): vo
     const body = (req.body ?? {}) as Record<string, unknown>;
     if (typeof body.suspend !== 'boolean') throw badJson("Param 'suspend' must be a boolean");
     const row = await localUser(req, 'Can only suspend local users');
-    await setSuspended(ctx, row.user_id, body.suspend);
+    await setAccountFlag(ctx, row.user_id, 'suspended', body.suspend);
     return { [`user_${row.user_id}_suspended`]: body.suspend };
   });
 

@@ -11,6 +11,7 @@ import { joinRemoteRoom, knockRemoteRoom } from '../federation/join.js';
 import { assertRoomNotBlocked } from '../admin/room-admin.js';
 import { queryRemoteAlias } from '../federation/query-routes.js';
 import { shadowBannedEventId } from '../admin/users-routes.js';
+import { serverNoticesRoom } from '../admin/notices.js';
 import { MatrixError, badJson, forbidden, invalidParam, notFound } from '../server/errors.js';
 import type { Context } from '../server/services.js';
 import { jsonObject, parseBody, parseQuery, queryInt } from '../server/validate.js';
@@ -204,10 +205,7 @@ export function registerRoomRoutes(app: FastifyInstance, ctx: Context): void {
 
   const join = async (who: Requester, roomId: string, reason?: string, via: string[] = []) => {
     // A suspended user may still join their server-notices room: that is how the admins reach them.
-    if (who.suspended) {
-      const notices = await ctx.storage.db.selectFrom('server_notice_rooms').select('room_id').where('user_id', '=', who.userId).executeTakeFirst();
-      if (notices?.room_id !== roomId) throw suspendedError();
-    }
+    if (who.suspended && (await serverNoticesRoom(ctx, who.userId)) !== roomId) throw suspendedError();
     await assertRoomNotBlocked(ctx, roomId);
     const room = await ctx.rooms.getRoom(roomId);
     if (!room) {
